@@ -1,0 +1,48 @@
+# minir1: `make demo` and `make test` work on a fresh machine (they create .venv and install first).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# CI installs the CPU wheel first; on your own machine override, e.g. `make demo TORCH_SPEC=torch`.
+TORCH_SPEC ?= torch==2.13.0
+NB_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300 --dist loadfile -p no:cacheprovider
+
+.PHONY: venv demo test unit nbtest lab bench notebooks lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/minir1 demo
+
+test: unit nbtest
+
+unit: venv
+	$(PY) -m ruff check minir1 tests benchmarks
+	$(PY) -m pytest -q -n 2 tests
+
+nbtest: venv
+	MINIR1_PROFILE=ci OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 $(NB_FLAGS) notebooks
+
+lab: venv
+	$(VENV)/bin/jupyter lab notebooks
+
+bench: venv
+	$(PY) benchmarks/train_step.py
+
+# Re-execute every lesson in place (the `cpu` profile unless MINIR1_PROFILE says otherwise) to refresh outputs.
+notebooks: venv
+	for nb in notebooks/*.ipynb; do \
+	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1800 "$$nb" || exit 1; \
+	done
+
+lint: venv
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,5 @@
+"""Inference: sampling through the latent cache."""
+
+from minir1.infer.generate import generate
+
+__all__ = ["generate"]

@@ -1,0 +1,178 @@
+"""DeepSeekMoE with auxiliary-loss-free load balancing (DeepSeek-V3 §2.1.2, Eqs. 12-20).
+
+h' = u + sum_i FFN^(s)_i(u) + sum_i g_{i,t} FFN^(r)_i(u)                       (Eq. 12)
+
+* Affinity s_{i,t} = sigmoid(u_t . e_i) (Eq. 15; V2 used softmax).
+* Selection uses s_{i,t} + b_i (Eq. 16): the per-expert bias b steers *which* experts a token visits, never how
+  much they weigh. It is not trained by gradients: after each step the trainer calls ``update_bias`` and
+  b_i += gamma * sign(mean load - load_i), from that step's loads (no information from the future leaks).
+* Group-limited routing: experts are split into ``n_expert_groups`` groups (V3: 8 nodes of 32 experts); a
+  group is scored by the sum of its top-2 biased affinities (by its max for softmax gates, as in V2), and a
+  token may only use experts of the best ``n_limited_groups`` groups.
+* The K_r selected affinities are normalised to sum to 1 (sigmoid only, Eq. 13) and scaled by ``route_scale``.
+* The complementary sequence-wise balance loss L_Bal = alpha * sum_i f_i P_i (Eqs. 17-20) is computed per
+  sequence, on request.
+* No token is ever dropped: every token reaches its K_r experts.
+
+Dispatch is written as three steps so an expert-parallel all-to-all can later sit between them:
+``permute`` (sort the N*K_r token copies by expert) -> ``expert compute`` (each expert once, on its contiguous
+slice; an idle expert costs nothing) -> ``unpermute`` (restore token order and take the gate-weighted sum).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minir1.config import ModelConfig
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward: w2(silu(w1 x) * w3 x). Used for the dense FFN, every expert and the shared experts."""
+
+    def __init__(self, dim: int, inter_dim: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, inter_dim, bias=False)  # gate_proj
+        self.w2 = nn.Linear(inter_dim, dim, bias=False)  # down_proj
+        self.w3 = nn.Linear(dim, inter_dim, bias=False)  # up_proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Gate(nn.Module):
+    """The router: affinities, biased group-limited top-k selection, unbiased normalised weights."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.topk = cfg.n_activated_experts
+        self.n_groups = cfg.n_expert_groups
+        self.topk_groups = cfg.n_limited_groups
+        self.score_func = cfg.score_func
+        self.route_scale = cfg.route_scale
+        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.dim))  # expert centroids e_i
+        if not self.weight.is_meta:
+            nn.init.normal_(self.weight, std=cfg.init_std)
+        # b_i: a buffer, since it is moved by the load rule, not by gradients; fp32 like the official gate bias
+        self.register_buffer("bias", torch.zeros(cfg.n_routed_experts, dtype=torch.float32))
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Affinities s_{i,t} (Eq. 15), computed in fp32 whatever the model dtype. x: (N, dim) -> (N, E)."""
+        logits = F.linear(x.float(), self.weight.float())
+        return logits.sigmoid() if self.score_func == "sigmoid" else logits.softmax(dim=-1)
+
+    def route(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k selection on biased scores, limited to the best groups (Eq. 16). Returns (weights, indices)."""
+        biased = scores + self.bias
+        if self.n_groups > 1:
+            grouped = biased.unflatten(-1, (self.n_groups, -1))
+            if self.score_func == "sigmoid":
+                group_scores = grouped.topk(2, dim=-1).values.sum(dim=-1)
+            else:
+                group_scores = grouped.amax(dim=-1)
+            keep = group_scores.topk(self.topk_groups, dim=-1).indices
+            dropped = torch.ones_like(group_scores, dtype=torch.bool).scatter_(1, keep, False)
+            biased = grouped.masked_fill(dropped.unsqueeze(-1), float("-inf")).flatten(-2)
+        indices = biased.topk(self.topk, dim=-1).indices
+        weights = scores.gather(1, indices)  # g'_{i,t}: the *unbiased* affinity
+        if self.score_func == "sigmoid":
+            weights = weights / weights.sum(dim=-1, keepdim=True)  # Eq. 13
+        return weights * self.route_scale, indices
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (N, dim) -> (weights (N, K) in fp32, indices (N, K), scores (N, E) in fp32)."""
+        scores = self.scores(x)
+        weights, indices = self.route(scores)
+        return weights, indices, scores
+
+
+def permute(x: torch.Tensor, indices: torch.Tensor, n_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Copy each token once per selected expert and sort the copies by expert.
+
+    x: (N, dim), indices: (N, K). Returns (x_sorted (N*K, dim), order (N*K,), counts (n_experts,)) where
+    ``order[j]`` is the flat (token * K + slot) position of sorted row j and expert e owns rows
+    ``counts[:e].sum() : counts[:e+1].sum()``.
+    """
+    flat = indices.flatten()
+    order = flat.argsort(stable=True)
+    counts = torch.bincount(flat, minlength=n_experts)
+    return x[order // indices.shape[1]], order, counts
+
+
+def unpermute(y_sorted: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``permute`` followed by the gate-weighted sum over each token's K experts. -> (N, dim)."""
+    N, K = weights.shape
+    y = torch.empty_like(y_sorted).index_copy_(0, order, y_sorted).view(N, K, -1)
+    return torch.bmm(weights.to(y.dtype).unsqueeze(1), y).squeeze(1)
+
+
+class MoE(nn.Module):
+    """Routed experts (with the gate) plus always-active shared experts."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_routed_experts = cfg.n_routed_experts
+        self.topk = cfg.n_activated_experts
+        self.gate = Gate(cfg)
+        self.experts = nn.ModuleList(MLP(cfg.dim, cfg.moe_inter_dim) for _ in range(cfg.n_routed_experts))
+        self.shared_experts = MLP(cfg.dim, cfg.n_shared_experts * cfg.moe_inter_dim) if cfg.n_shared_experts else None
+        # tokens routed to each expert since the last bias update (a whole optimizer step, micro-batches included)
+        self.register_buffer("load", torch.zeros(cfg.n_routed_experts), persistent=False)
+
+    def forward(self, x: torch.Tensor, balance_alpha: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, T, dim) -> (output (B, T, dim), sequence-wise balance loss or None when alpha is 0)."""
+        B, T, D = x.shape
+        flat = x.reshape(-1, D)
+        weights, indices, scores = self.gate(flat)
+        x_sorted, order, counts = permute(flat, indices, self.n_routed_experts)
+        if self.training:
+            self.load += counts.to(self.load.dtype)
+        y_sorted = self.expert_compute(x_sorted, counts)
+        out = unpermute(y_sorted, order, weights)
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(flat)
+        aux = None
+        if balance_alpha > 0:
+            aux = balance_alpha * sequence_balance(scores.view(B, T, -1), indices.view(B, T, -1))
+        return out.view(B, T, D), aux
+
+    def expert_compute(self, x_sorted: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Run each expert once on its contiguous slice of the sorted tokens."""
+        chunks = x_sorted.split(counts.tolist())
+        outs = [self.experts[e](c) if c.shape[0] else c for e, c in enumerate(chunks)]
+        return torch.cat(outs)
+
+    @torch.no_grad()
+    def update_bias(self, speed: float) -> torch.Tensor:
+        """Aux-loss-free balancing: b_i += speed * sign(mean load - load_i); resets the load. Returns the load."""
+        load = self.load.clone()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(load)  # the whole global batch decides, as in V3
+        self.gate.bias += speed * torch.sign(load.mean() - load)
+        self.load.zero_()
+        return load
+
+
+def sequence_balance(scores: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """sum_i f_i P_i averaged over sequences (Eqs. 18-20); equals 1 under perfectly uniform routing.
+
+    scores: (B, T, N_r) affinities s_{i,t}; indices: (B, T, K_r) the selected experts.
+    f_i = N_r / (K_r T) * #tokens of the sequence routed to i;  P_i = mean_t s_{i,t} / sum_j s_{j,t}.
+    """
+    B, T, E = scores.shape
+    K = indices.shape[-1]
+    hits = torch.zeros(B, E, device=scores.device, dtype=scores.dtype)
+    hits.scatter_add_(1, indices.reshape(B, T * K), torch.ones(B, T * K, device=scores.device, dtype=scores.dtype))
+    f = hits * (E / (K * T))
+    P = (scores / scores.sum(dim=-1, keepdim=True)).mean(dim=1)
+    return (f * P).sum(dim=-1).mean()
+
+
+def max_violation(load: torch.Tensor) -> torch.Tensor:
+    """MaxVio = (max_i load_i - mean load) / mean load (Wang et al. 2024, Eq. 4); 0 is perfect balance.
+
+    load: (..., N_r) token counts; reduces over the last dim.
+    """
+    mean = load.float().mean(dim=-1)
+    return (load.float().amax(dim=-1) - mean) / mean.clamp_min(1e-9)

@@ -1,0 +1,73 @@
+"""Plots and widgets for the lessons.
+
+Every widget wraps a pure render function ``render_x(...) -> matplotlib.figure.Figure`` that tests call
+headless. ``interactive(render, **controls)`` always shows the figure for the default values as a static
+image (so GitHub, nbval and the ``ci`` profile render something), and adds live controls below it when a
+widget frontend is present and the profile is not ``ci``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import matplotlib
+
+from minir1 import profile
+
+
+def _widgets_available() -> bool:
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
+
+
+def _default(control: Any) -> Any:
+    """The starting value of an ipywidgets control or of an ``interact``-style abbreviation."""
+    if hasattr(control, "value"):
+        return control.value
+    if isinstance(control, tuple):  # (min, max[, step]) -> the midpoint, like ipywidgets
+        lo, hi = control[0], control[1]
+        mid = (lo + hi) / 2
+        return type(lo)(mid) if isinstance(lo, int) and isinstance(hi, int) else mid
+    if isinstance(control, (list, dict)):
+        return next(iter(control.values())) if isinstance(control, dict) else control[0]
+    return control
+
+
+def show(fig: matplotlib.figure.Figure) -> None:
+    """Display a figure once (inline PNG in notebooks) and release it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        from IPython.display import display
+
+        display(fig)
+    except ImportError:
+        fig.show()
+    plt.close(fig)
+
+
+def interactive(render: Callable[..., matplotlib.figure.Figure], **controls: Any) -> None:
+    """Static figure for the default control values, then (outside ``ci``) live widgets that re-render it."""
+    show(render(**{k: _default(v) for k, v in controls.items()}))
+    if profile.current() == "ci" or not _widgets_available():
+        return
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    def _update(**values: Any) -> None:
+        fig = render(**values)
+        display(fig)
+        plt.close(fig)
+
+    ui = widgets.interactive(_update, **controls)
+    display(ui)
+
+
+__all__ = ["interactive", "show"]

@@ -90,21 +90,22 @@ class Gate(nn.Module):
 def permute(x: torch.Tensor, indices: torch.Tensor, n_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Copy each token once per selected expert and sort the copies by expert.
 
-    x: (N, dim), indices: (N, K). Returns (x_sorted (N*K, dim), order (N*K,), counts (n_experts,)) where
-    ``order[j]`` is the flat (token * K + slot) position of sorted row j and expert e owns rows
-    ``counts[:e].sum() : counts[:e+1].sum()``.
+    x: (N, dim), indices: (N, K). Returns (x_sorted (N*K, dim), order (N*K,), counts (n_experts,)): sorted row j
+    is slot ``order[j]`` of the flattened (N, K) routing table, i.e. token ``order[j] // K``, and expert e owns
+    rows ``counts[:e].sum() : counts[:e+1].sum()``.
     """
     flat = indices.flatten()
     order = flat.argsort(stable=True)
     counts = torch.bincount(flat, minlength=n_experts)
-    return x[order // indices.shape[1]], order, counts
+    return x.index_select(0, order // indices.shape[1]), order, counts
 
 
 def unpermute(y_sorted: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``permute`` followed by the gate-weighted sum over each token's K experts. -> (N, dim)."""
+    """Inverse of ``permute`` fused with the gate-weighted sum over each token's K experts. -> (N, dim)."""
     N, K = weights.shape
-    y = torch.empty_like(y_sorted).index_copy_(0, order, y_sorted).view(N, K, -1)
-    return torch.bmm(weights.to(y.dtype).unsqueeze(1), y).squeeze(1)
+    w_sorted = weights.flatten().index_select(0, order).to(y_sorted.dtype)
+    out = y_sorted.new_zeros(N, y_sorted.shape[-1])
+    return out.index_add_(0, order // K, y_sorted * w_sorted.unsqueeze(-1))
 
 
 class MoE(nn.Module):

@@ -103,3 +103,20 @@ def count_params(cfg: ModelConfig) -> ParamCount:
         kv_bytes_absorbed=kv_cache_bytes_per_token(cfg, "absorbed"),
         kv_bytes_naive=kv_cache_bytes_per_token(cfg, "naive"),
     )
+
+
+def train_flops_per_token(cfg: ModelConfig, seq_len: int, include_mtp: bool = True) -> float:
+    """Matmul FLOPs of one training step per token (forward + backward = 3x forward).
+
+    Forward: 2 FLOPs per activated weight (every linear a token touches, head included, the input-embedding
+    lookup excluded) plus causal attention, where a query attends to (T+1)/2 keys on average:
+    n_heads * 2 * (d_qk + d_v) * (T+1)/2 per layer. Norms, softmax and routing are not counted.
+    """
+    counts = count_params(cfg)
+    weights = counts.activated_no_embed
+    attn_layers = cfg.n_layers
+    if include_mtp and cfg.n_mtp_modules:
+        weights += counts.mtp_activated - counts.embedding - counts.head + counts.head * cfg.n_mtp_modules
+        attn_layers += cfg.n_mtp_modules
+    attention = attn_layers * cfg.n_heads * (cfg.qk_head_dim + cfg.v_head_dim) * (seq_len + 1)
+    return 3.0 * (2.0 * weights + attention)

@@ -35,10 +35,12 @@ lab: venv
 bench: venv
 	$(PY) benchmarks/train_step.py
 
-# Re-execute every lesson in place (the `cpu` profile unless MINIR1_PROFILE says otherwise) to refresh outputs.
+# Re-execute every lesson in place to refresh the committed outputs: the `cpu` profile (what a student sees),
+# static figures only (live widgets need a browser).
 notebooks: venv
 	for nb in notebooks/*.ipynb; do \
-	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1800 "$$nb" || exit 1; \
+	  MINIR1_PROFILE=$${MINIR1_PROFILE:-cpu} MINIR1_WIDGETS=0 $(VENV)/bin/jupyter nbconvert --to notebook --execute \
+	    --inplace --ExecutePreprocessor.timeout=1800 "$$nb" || exit 1; \
 	done
 
 lint: venv

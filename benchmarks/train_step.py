@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per implementation")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also profile minir1's step: time inside matrix multiplies vs everything else")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -90,7 +92,7 @@ def main() -> None:
     with torch.no_grad():  # same weights, same function: check before timing anything
         diff = (ours(x).logits - theirs(input_ids=x).logits).abs().max().item()
     assert diff < 1e-4, f"minir1 and transformers disagree (max abs logit diff {diff:.2e})"
-    opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
+    opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
             for name, m in (("minir1", ours), ("transformers", theirs))}
     steps = {"minir1": lambda: step_minir1(ours, opts["minir1"], x, y),
              "transformers": lambda: step_hf(theirs, opts["transformers"], x, y)}
@@ -114,6 +116,26 @@ def main() -> None:
         print(f"{name:<14} {t * 1e3:>10.1f}ms {tokens / t:>10,.0f} {gf:>9.1f} {gf / peak:>9.1%}")
     print(f"ratio minir1 / transformers: {med['transformers'] / med['minir1']:.2f}x  "
           f"(fp32 matmul peak in this process: {peak:.0f} GFLOP/s; {flops / tokens / 1e6:.1f} MFLOP per token)")
+    print(f"floor at 100% of peak: {flops / peak / 1e6:.1f} ms per step = {tokens * peak * 1e9 / flops:,.0f} tokens/s "
+          f"= {med['transformers'] * peak * 1e9 / flops:.2f}x transformers")
+    if args.breakdown:
+        breakdown(steps["minir1"], med["transformers"])
+
+
+def breakdown(step, hf_seconds: float, n: int = 3) -> None:
+    """Where minir1's step time goes: matrix multiplies (mm/bmm/addmm/linear kernels) against the rest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n):
+            step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / n / 1e3
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::bmm", "aten::addmm")) / n / 1e3
+    budget = hf_seconds * 1e3 / 3
+    print(f"minir1 step under the profiler: {total:.1f} ms of op time per step (each op's wall time), "
+          f"of which matrix multiplies {matmul:.1f} ms ({matmul / total:.0%}); a 3x-transformers step would have "
+          f"to finish in {budget:.1f} ms wall time")
 
 
 if __name__ == "__main__":

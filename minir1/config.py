@@ -126,6 +126,8 @@ class ModelConfig:
         if self.n_expert_groups > 1 and self.score_func == "sigmoid" and per_group < 2:
             fail("n_expert_groups", "sigmoid routing scores a group by its top-2 experts, "
                  "so each group needs >= 2 experts")
+        if not 0 < self.beta_slow < self.beta_fast:
+            fail("beta_fast", f"YaRN needs beta_fast > beta_slow > 0 (beta_slow={self.beta_slow})")
         if self.uses_yarn and self.rope_factor < 1:
             fail("rope_factor", "must be >= 1 when max_seq_len > original_seq_len (YaRN extends context)")
 

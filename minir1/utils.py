@@ -6,22 +6,24 @@ import inspect
 from typing import Any
 
 
-def show_source(obj: Any) -> str:
+def show_source(obj: Any) -> None:
     """Show the library's source of ``obj`` (a class, function or method) so a lesson never copies code.
 
-    In a notebook it renders as highlighted Python; elsewhere it prints. Returns the source text.
+    Decorators such as ``torch.no_grad()`` are looked through. In a notebook the code renders as highlighted
+    Python under a ``# module.qualname`` header; elsewhere it is printed.
     """
+    obj = inspect.unwrap(obj)
     src = inspect.getsource(obj)
-    where = f"# {inspect.getsourcefile(obj).split('minir1', 1)[-1].join(['minir1', ''])}"
+    module = inspect.getmodule(obj)
+    header = f"# {module.__name__ if module else '?'}.{getattr(obj, '__qualname__', '')}".rstrip(".")
     try:
         from IPython import get_ipython
         from IPython.display import Markdown, display
 
         if get_ipython() is not None:
-            display(Markdown(f"```python\n{where}\n{src}```"))
-            return src
+            display(Markdown(f"```python\n{header}\n{src}```"))
+            return
     except ImportError:
         pass
-    print(where)
+    print(header)
     print(src)
-    return src

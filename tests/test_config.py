@@ -54,6 +54,7 @@ BAD = [
     (dict(n_expert_groups=16, n_limited_groups=4), "n_expert_groups", "top-2"),
     (dict(rope_theta=0.0), "rope_theta", "> 0"),
     (dict(balance_alpha=-1e-4), "balance_alpha", ">= 0"),
+    (dict(beta_fast=1, beta_slow=32), "beta_fast", "beta_slow"),
 ]
 
 

@@ -72,7 +72,7 @@ def test_minir1_to_hf_same_logits(tmp_path):
     # and the round trip is lossless, MTP module and training fields included
     back = mhf.from_pretrained(tmp_path)
     assert back.cfg == cfg
-    for (k, a), (k2, b) in zip(ours.state_dict().items(), back.state_dict().items()):
+    for (k, a), (k2, b) in zip(ours.state_dict().items(), back.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(a, b), k
 
 
@@ -117,10 +117,10 @@ def test_inexpressible_configs_are_refused(key, value, match):
 
 
 def test_missing_files_are_reported(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
         mhf.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(mhf.config_to_hf(ModelConfig.preset("tiny"))))
-    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors"):
         mhf.from_pretrained(tmp_path)
 
 

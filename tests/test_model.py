@@ -376,3 +376,34 @@ def test_bf16_forward_runs_and_stays_close():
     assert out.dtype == torch.bfloat16
     assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max() + 1e-3
     assert model.rope_tables(torch.device("cpu"))[0].dtype == torch.float32
+
+
+def test_same_seed_same_main_weights_with_or_without_mtp():
+    torch.manual_seed(3)
+    plain = Transformer(small_cfg(n_mtp_modules=0)).state_dict()
+    torch.manual_seed(3)
+    deep = Transformer(small_cfg(n_mtp_modules=2)).state_dict()
+    assert all(torch.equal(v, deep[k]) for k, v in plain.items())
+
+
+def test_mtp_with_a_cache_is_refused():
+    cfg = small_cfg()
+    model = Transformer(cfg).eval()
+    with pytest.raises(ValueError, match="mtp=True with a cache"):
+        model(torch.zeros(1, 4, dtype=torch.long), cache=LatentCache(cfg, 1, 8), mtp=True)
+
+
+def test_hidden_state_is_returned():
+    cfg = small_cfg()
+    model = Transformer(cfg).eval()
+    out = model(torch.zeros(2, 5, dtype=torch.long))
+    torch.testing.assert_close(model.head(model.norm(out.hidden)), out.logits)
+
+
+def test_show_source_looks_through_decorators(capsys):
+    import minir1
+
+    minir1.show_source(MoE.update_bias)
+    printed = capsys.readouterr().out
+    assert printed.startswith("# minir1.model.moe.MoE.update_bias")
+    assert "def update_bias" in printed and "/" not in printed.splitlines()[0]

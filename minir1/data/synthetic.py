@@ -14,7 +14,11 @@ import torch
 
 def markov_corpus(vocab_size: int, n_tokens: int, seed: int = 0, branching: int = 4,
                   zipf: float = 1.2) -> torch.Tensor:
-    """A 1-D int64 tensor of ``n_tokens`` tokens. Each token has ``branching`` likely successors."""
+    """A 1-D int64 tensor of ``n_tokens`` tokens. Each token has ``branching`` likely successors.
+
+    The chain itself is drawn from ``seed``: another seed is another language. Take held-out data from the
+    same call (e.g. the last 10% of the tokens), not from a second seed.
+    """
     if vocab_size < 2 or n_tokens < 2 or branching < 1:
         raise ValueError("markov_corpus: need vocab_size >= 2, n_tokens >= 2, branching >= 1")
     g = torch.Generator().manual_seed(seed)

@@ -125,21 +125,36 @@ class MLA(nn.Module):
         k_nope, v = self.wkv_b(kv).view(B, S, self.n_heads, -1).split([self.qk_nope_head_dim, self.v_head_dim], -1)
         k = torch.cat([k_nope, k_pe.unsqueeze(2).expand(-1, -1, self.n_heads, -1)], dim=-1)
         q = torch.cat([q_nope, q_pe], dim=-1)
+        pad = self.qk_head_dim - self.v_head_dim
+        if pad > 0:  # fused (flash) kernels want one head width for q, k and v: zero columns cost nothing
+            v = F.pad(v, (0, pad))
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                              attn_mask=mask, is_causal=causal, scale=self.softmax_scale)
-        return out.transpose(1, 2)  # (B, T, H, v_head_dim)
+        return out.transpose(1, 2)[..., : self.v_head_dim]  # (B, T, H, v_head_dim)
 
     def _absorbed(self, q_nope, q_pe, kv, k_pe, mask, causal) -> torch.Tensor:
-        """Attend over the latents themselves: W^UK folded into the query, W^UV applied after the sum."""
+        """Attend over the latents themselves: W^UK folded into the query, W^UV applied after the sum.
+
+        Every head scores against the same key (the latent and the rope key), so the heads fold into the rows of
+        one matrix product per sequence: (T*H, d_c + d_h^R) x (d_c + d_h^R, S).
+        """
         w = self.wkv_b.weight.view(self.n_heads, self.qk_nope_head_dim + self.v_head_dim, self.kv_lora_rank)
         w_uk, w_uv = w[:, : self.qk_nope_head_dim], w[:, self.qk_nope_head_dim:]
-        q_lat = torch.einsum("bthd,hdc->bhtc", q_nope, w_uk)  # (B, H, T, d_c)
-        q = torch.cat([q_lat, q_pe.transpose(1, 2)], dim=-1)  # one query of width d_c + d_h^R per head
-        B, H, _T, _ = q.shape
-        k = torch.cat([kv, k_pe], dim=-1).unsqueeze(1).expand(B, H, -1, -1)  # a single shared key "head"
-        v = kv.unsqueeze(1).expand(B, H, -1, -1)
-        o_lat = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=self.softmax_scale)
-        return torch.einsum("bhtc,hdc->bthd", o_lat, w_uv)  # (B, T, H, v_head_dim)
+        q_lat = torch.einsum("bthd,hdc->bthc", q_nope, w_uk)  # W^UK_h^T q^C_{t,h}
+        q = torch.cat([q_lat, q_pe], dim=-1)  # (B, T, H, d_c + d_h^R)
+        k = torch.cat([kv, k_pe], dim=-1)  # (B, S, d_c + d_h^R): one key "head" shared by all heads
+        B, T, H, D = q.shape
+        scores = torch.bmm(q.reshape(B, T * H, D), k.transpose(1, 2)).view(B, T, H, -1) * self.softmax_scale
+        if causal:
+            mask = torch.ones(T, k.shape[1], dtype=torch.bool, device=q.device).tril()[None, :, None]
+        if mask is not None:  # masks come as (B, 1, T, S) for SDPA's head-major layout
+            mask = mask if causal else mask.transpose(1, 2)
+            # a finite floor, not -inf: a fully masked row (a padding query) must not turn into NaN and then
+            # poison every later position through 0 * NaN in the value sum
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        p = scores.float().softmax(dim=-1).to(q.dtype)
+        o_lat = torch.bmm(p.view(B, T * H, -1), kv).view(B, T, H, -1)  # sum_j p_j c_j, per head
+        return torch.einsum("bthc,hdc->bthd", o_lat, w_uv)  # W^UV_h, per head
 
 
 def _decode_mask(start: int, T: int, end: int, pad: torch.Tensor | None, B: int,

@@ -1,4 +1,4 @@
-"""Counting parameters and cache bytes on the meta device: any preset, 671B included, in milliseconds.
+"""Counting parameters, cache bytes and FLOPs on the meta device: any preset, 671B included.
 
 Conventions (facts sheet §1.3): ``total`` is the main model with embedding and head, without MTP (V3:
 671.0B). ``activated`` is what one token touches: everything except the routed experts it does not visit
@@ -7,6 +7,7 @@ Conventions (facts sheet §1.3): ``total`` is the main model with embedding and 
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -53,15 +54,31 @@ def kv_cache_bytes_per_token(cfg: ModelConfig, attn_impl: str = "absorbed", byte
 
 
 @contextmanager
-def meta_init():
-    """Build modules on the meta device without running any initialiser (shapes only, 671B in ~1 s)."""
-    saved = nn.Linear.reset_parameters, nn.Embedding.reset_parameters
-    nn.Linear.reset_parameters = nn.Embedding.reset_parameters = lambda self: None
+def skip_init():
+    """Construct ``nn.Linear`` / ``nn.Embedding`` without running their initialisers.
+
+    ``Transformer`` initialises every weight itself, in module order, so constructing without the default
+    (Kaiming) init saves work and keeps the random stream independent of which modules exist: the same seed
+    gives the same main-model weights with or without MTP modules.
+    """
+    from minir1.model.moe import Gate
+
+    classes = (nn.Linear, nn.Embedding, Gate)
+    saved = [cls.reset_parameters for cls in classes]
+    for cls in classes:
+        cls.reset_parameters = lambda self: None
     try:
-        with torch.device("meta"):
-            yield
+        yield
     finally:
-        nn.Linear.reset_parameters, nn.Embedding.reset_parameters = saved
+        for cls, method in zip(classes, saved, strict=True):
+            cls.reset_parameters = method
+
+
+@contextmanager
+def meta_init():
+    """Build modules on the meta device without running any initialiser: shapes only, no memory."""
+    with skip_init(), torch.device("meta"):
+        yield
 
 
 def _numel(module: nn.Module) -> int:
@@ -69,7 +86,16 @@ def _numel(module: nn.Module) -> int:
 
 
 def count_params(cfg: ModelConfig) -> ParamCount:
-    """Total and activated parameters of ``cfg``, built on the meta device (no memory is allocated)."""
+    """Total and activated parameters of ``cfg``, built on the meta device (no memory is allocated).
+
+    V3 has ~46,000 modules, so this takes a few seconds the first time; results are cached per config.
+    """
+    return _count_params(tuple(sorted(cfg.to_dict().items())))
+
+
+@functools.lru_cache(maxsize=32)
+def _count_params(key: tuple) -> ParamCount:
+    cfg = ModelConfig(**dict(key))
     from minir1.model.moe import MoE
     from minir1.model.transformer import Transformer
 

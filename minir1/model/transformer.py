@@ -19,6 +19,7 @@ from minir1.model.mla import MLA, LatentCache
 from minir1.model.moe import MLP, Gate, MoE, max_violation
 from minir1.model.mtp import MTPModule
 from minir1.model.norm import RMSNorm
+from minir1.model.params import skip_init
 from minir1.model.rope import rope_cos_sin
 
 IGNORE_INDEX = -100  # targets with this value do not count in any loss
@@ -54,6 +55,7 @@ class TransformerOutput:
     balance_loss: torch.Tensor | None = None  # alpha * sum_i f_i P_i, summed over MoE layers (Eq. 17)
     mtp_losses: list[torch.Tensor] = field(default_factory=list)  # the unweighted L^k_MTP, k = 1..D
     mtp_logits: list[torch.Tensor] = field(default_factory=list)  # depth k: (B, T-k, vocab), predicts t_{i+k+1}
+    hidden: torch.Tensor | None = None  # (B, T, dim) last hidden state before the final norm: h^0 of the MTP chain
 
 
 class Transformer(nn.Module):
@@ -62,11 +64,12 @@ class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
-        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)  # untied from the embedding, as in V3
-        self.mtp = nn.ModuleList(MTPModule(cfg, k) for k in range(1, cfg.n_mtp_modules + 1))
+        with skip_init():  # every weight is drawn once, below, in module order
+            self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+            self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+            self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+            self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)  # untied from the embedding, as in V3
+            self.mtp = nn.ModuleList(MTPModule(cfg, k) for k in range(1, cfg.n_mtp_modules + 1))
         self._rope: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.reset_parameters()
 
@@ -115,9 +118,13 @@ class Transformer(nn.Module):
                 balance.append(aux)
         if cache is not None:
             cache.length += T
-        out = TransformerOutput(logits=self.head(self.norm(h)))
+        out = TransformerOutput(logits=self.head(self.norm(h)), hidden=h)
 
-        if (targets is not None and cache is None) if mtp is None else mtp:
+        run_mtp = (targets is not None and cache is None) if mtp is None else mtp
+        if run_mtp and cache is not None:
+            raise ValueError("mtp=True with a cache: the MTP blocks would see only the new tokens, not the "
+                             "cached history; run them on the full sequence (e.g. from out.hidden) instead")
+        if run_mtp:
             for k, module in enumerate(self.mtp, start=1):
                 if T <= k:
                     break

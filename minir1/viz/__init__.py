@@ -3,11 +3,12 @@
 Every widget wraps a pure render function ``render_x(...) -> matplotlib.figure.Figure`` that tests call
 headless. ``interactive(render, **controls)`` always shows the figure for the default values as a static
 image (so GitHub, nbval and the ``ci`` profile render something), and adds live controls below it when a
-widget frontend is present and the profile is not ``ci``.
+widget frontend is present, the profile is not ``ci`` and ``MINIR1_WIDGETS`` is not ``0``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -55,7 +56,9 @@ def show(fig: matplotlib.figure.Figure) -> None:
 def interactive(render: Callable[..., matplotlib.figure.Figure], **controls: Any) -> None:
     """Static figure for the default control values, then (outside ``ci``) live widgets that re-render it."""
     show(render(**{k: _default(v) for k, v in controls.items()}))
-    if profile.current() == "ci" or not _widgets_available():
+    # MINIR1_WIDGETS=0 (set by `make notebooks`): a batch run has no frontend to talk to the controls, and
+    # nbclient can stall on widget messages, so the committed outputs keep only the static figure
+    if profile.current() == "ci" or os.environ.get("MINIR1_WIDGETS", "1") == "0" or not _widgets_available():
         return
     import ipywidgets as widgets
     import matplotlib.pyplot as plt

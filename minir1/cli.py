@@ -44,6 +44,16 @@ def _params(args: argparse.Namespace) -> None:
           "expanded (naive), bf16")
 
 
+def _data(args: argparse.Namespace) -> None:
+    from minir1.data.testsets import verify_test_sets, write_test_sets
+
+    manifest = write_test_sets(args.out)
+    problems = verify_test_sets(args.out)
+    if problems:
+        raise SystemExit("\n".join(problems))
+    print(f"wrote {len(manifest)} test sets and MANIFEST.json to {args.out} (checksums verified)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minir1", description="DeepSeek-V3 and R1 in miniature.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("params", help="parameter table and KV-cache size of a preset")
     p.add_argument("--preset", default="v3", choices=sorted(PRESETS))
     p.set_defaults(func=_params)
+    p = sub.add_parser("data", help="(re)build the fixed held-out test sets and their checksum manifest")
+    p.add_argument("--out", default="data", help="directory to write test/ and MANIFEST.json into")
+    p.set_defaults(func=_data)
     args = parser.parse_args(argv)
     args.func(args)
     return 0

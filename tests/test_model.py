@@ -407,3 +407,21 @@ def test_show_source_looks_through_decorators(capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("# minir1.model.moe.MoE.update_bias")
     assert "def update_bias" in printed and "/" not in printed.splitlines()[0]
+
+
+@pytest.mark.parametrize("attn_impl", ["naive", "absorbed"])
+def test_sample_masking_isolates_packed_samples(attn_impl):
+    cfg = small_cfg()
+    model = Transformer(cfg).eval()
+    a = torch.randint(0, cfg.vocab_size, (1, 7))
+    b = torch.randint(0, cfg.vocab_size, (1, 9))
+    packed = torch.cat([a, b], 1)
+    doc_ids = torch.tensor([[0] * 7 + [1] * 9])
+    with torch.no_grad():
+        out = model(packed, doc_ids=doc_ids, attn_impl=attn_impl).logits
+        alone = model(b, attn_impl=attn_impl).logits
+        # RoPE is relative, so sample b sees exactly what it would see on its own
+        torch.testing.assert_close(out[:, 7:], alone, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out[:, :7], model(a).logits, atol=1e-5, rtol=1e-5)
+        leaky = model(packed, attn_impl=attn_impl).logits  # without the mask, b attends to a
+    assert (leaky[:, 7:] - alone).abs().max() > 1e-3

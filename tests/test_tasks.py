@@ -61,4 +61,4 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="split"):
         sample_problems("add", 1, 1, seed=0, split="val")
     with pytest.raises(ValueError, match="distinct"):
-        sample_problems("mul", 1, 10_000, seed=0)  # only 90 * 9 two-by-one products exist
+        sample_problems("mul", 3, 10_000, seed=0)  # only 90 * 90 two-by-two products exist

@@ -6,7 +6,7 @@ R1's reasoning RL needs problems whose answers a rule can check (R1 §2.2.2). mi
 |-------|--------------------|--------------------|--------------------|--------------------|
 | add   | 2-digit + 2-digit  | 3 + 3 digits       | 4 + 4 digits       | 5 + 5 digits       |
 | sub   | 2 - 2 digits (a>=b)| 3 - 3 digits       | 4 - 4 digits       | 5 - 5 digits       |
-| mul   | 2-digit x 1-digit  | 3-digit x 1-digit  | 2-digit x 2-digit  | 3-digit x 2-digit  |
+| mul   | 3-digit x 1-digit  | 4-digit x 1-digit  | 2-digit x 2-digit  | 3-digit x 2-digit  |
 | expr  | a op b op c        | 3 operations       | 4 operations       | 4 ops, 2-digit     |
 
 Worked solutions are what a person writes on paper, one small step at a time, right to left with carries and
@@ -133,7 +133,7 @@ def make_problem(task: str, level: int, rng: random.Random) -> Problem:
         a, b = sorted((_rand(rng, level + 1), _rand(rng, level + 1)), reverse=True)
         return Problem(task, level, f"{a}-{b}", a - b, tuple(subtraction_steps(a, b)), f"{a - b}+{b}={a}")
     if task == "mul":
-        da, db = {1: (2, 1), 2: (3, 1), 3: (2, 2), 4: (3, 2)}[level]
+        da, db = {1: (3, 1), 2: (4, 1), 3: (2, 2), 4: (3, 2)}[level]
         a, b = _rand(rng, da), _rand(rng, db)
         return Problem(task, level, f"{a}*{b}", a * b, tuple(multiplication_steps(a, b)))
     if task == "expr":

@@ -1,11 +1,97 @@
-"""Autoregressive sampling through the MLA latent cache (absorbed attention: nothing expanded per token)."""
+"""Autoregressive sampling through the MLA latent cache (absorbed attention: nothing expanded per token).
+
+``sample`` is the batched workhorse: prompts of different lengths are left-padded (the cache's pad mask hides
+the padding, and RoPE is relative, so no position shift is needed), each sequence stops at its own stop token,
+and the log-probability of every generated token is returned. ``generate`` is the simple greedy/temperature
+loop for equal-length prompts.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from minir1.model.mla import LatentCache
 from minir1.model.transformer import Transformer
+
+
+@dataclass
+class Samples:
+    tokens: torch.Tensor  # (B, N) generated ids, ``pad_id`` after a sequence stopped
+    logprobs: torch.Tensor  # (B, N) log pi(token) under the model's own (temperature-1) distribution; 0 after stop
+    lengths: torch.Tensor  # (B,) generated tokens per sequence, the stop token included
+
+    def completions(self) -> list[list[int]]:
+        return [row[:n].tolist() for row, n in zip(self.tokens, self.lengths.tolist(), strict=True)]
+
+
+def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero all but the smallest set of tokens whose probability mass reaches ``top_p`` (nucleus sampling)."""
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    keep = sorted_p.cumsum(-1) - sorted_p < top_p  # a token stays if the mass before it is below top_p
+    filtered = torch.zeros_like(probs).scatter_(-1, order, sorted_p * keep)
+    return filtered / filtered.sum(-1, keepdim=True)
+
+
+@torch.no_grad()
+def sample(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens: int, *, temperature: float = 1.0,
+           top_p: float = 1.0, stop_ids: Sequence[int] = (), pad_id: int = 0, banned_first: Sequence[int] = (),
+           generator: torch.Generator | None = None) -> Samples:
+    """Continue every prompt (lists of ids, any lengths) by up to ``max_new_tokens`` tokens.
+
+    ``temperature=0`` is greedy. ``stop_ids``: a sequence ends after emitting one of them. ``banned_first``: ids
+    that may not be the first generated token (e.g. ``</think>`` to force a reasoning mode).
+    """
+    if not prompts or min(len(p) for p in prompts) == 0:
+        raise ValueError("sample: every prompt needs at least one token")
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"sample: temperature={temperature} must be >= 0 and top_p={top_p} in (0, 1]")
+    device = next(model.parameters()).device
+    B, P = len(prompts), max(len(p) for p in prompts)
+    total = P + max_new_tokens
+    if total > model.cfg.max_seq_len:
+        raise ValueError(f"longest prompt + max_new_tokens = {total} exceeds ModelConfig.max_seq_len="
+                         f"{model.cfg.max_seq_len}")
+    was_training = model.training
+    model.eval()
+    batch = torch.full((B, P), pad_id, dtype=torch.long)
+    cache = LatentCache(model.cfg, B, total, device=device, dtype=next(model.parameters()).dtype)
+    cache.pad = torch.zeros(B, total, dtype=torch.bool, device=device)
+    for i, p in enumerate(prompts):
+        batch[i, P - len(p):] = torch.as_tensor(list(p))
+        cache.pad[i, : P - len(p)] = True
+    stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+    tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros(B, max_new_tokens, device=device)
+    lengths = torch.zeros(B, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    step_input = batch.to(device)
+    for t in range(max_new_tokens):
+        logits = model(step_input, cache=cache, mtp=False).logits[:, -1].float()
+        if t == 0 and banned_first:
+            logits[:, list(banned_first)] = float("-inf")
+        logp = logits.log_softmax(-1)
+        if temperature == 0:
+            nxt = logits.argmax(-1)
+        else:
+            probs = (logits / temperature).softmax(-1)
+            if top_p < 1:
+                probs = _top_p_filter(probs, top_p)
+            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(device)
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        tokens[:, t] = nxt
+        logprobs[:, t] = torch.where(done, 0.0, logp.gather(-1, nxt[:, None]).squeeze(-1))
+        lengths += (~done).long()
+        if stops.numel():
+            done |= torch.isin(nxt, stops)
+        if bool(done.all()):
+            tokens, logprobs = tokens[:, : t + 1], logprobs[:, : t + 1]
+            break
+        step_input = nxt[:, None]
+    model.train(was_training)
+    return Samples(tokens.cpu(), logprobs.cpu(), lengths.cpu())
 
 
 @torch.no_grad()

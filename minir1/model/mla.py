@@ -85,11 +85,13 @@ class MLA(nn.Module):
         self.wo = nn.Linear(cfg.n_heads * cfg.v_head_dim, cfg.dim, bias=False)  # Eq. 11
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: LatentCache | None = None, attn_impl: str | None = None) -> torch.Tensor:
+                cache: LatentCache | None = None, attn_impl: str | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, T, dim); cos/sin: RoPE tables for these T positions; returns (B, T, dim).
 
         With a cache, the T new tokens occupy slots [cache.length, cache.length + T) and attend to everything
         before them; the caller (``Transformer``) advances ``cache.length`` once all layers have run.
+        ``mask`` (B or 1, 1, T, T), boolean, replaces the causal mask (used for packed samples; no cache).
         """
         attn_impl = attn_impl or ("naive" if cache is None else "absorbed")
         if attn_impl not in ATTN_IMPLS:
@@ -103,8 +105,10 @@ class MLA(nn.Module):
         kv = self.kv_norm(kv)
         k_pe = apply_rope(k_pe, cos, sin)  # Eq. 3: one rotary key per token, shared by all heads
 
-        mask, causal = None, True
+        causal = mask is None
         if cache is not None:
+            if mask is not None:
+                raise ValueError("MLA: an explicit mask cannot be combined with a cache")
             start, end = cache.length, cache.length + T
             if end > cache.max_len:
                 raise ValueError(f"LatentCache is full: {end} tokens > max_len={cache.max_len}")

@@ -36,7 +36,8 @@ class MTPModule(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)  # applied before the shared head
 
     def forward(self, h_prev: torch.Tensor, emb_next: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                balance_alpha: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                balance_alpha: float = 0.0,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """h_prev: h^{k-1} (B, T-k, dim); emb_next: Emb(t_{i+k}) (B, T-k, dim) -> (h^k, balance loss or None)."""
         h = self.eh_proj(torch.cat([self.enorm(emb_next), self.hnorm(h_prev)], dim=-1))
-        return self.block(h, cos, sin, balance_alpha=balance_alpha)
+        return self.block(h, cos, sin, balance_alpha=balance_alpha, mask=mask)

@@ -38,8 +38,9 @@ class Block(nn.Module):
         self.ffn = MoE(cfg) if is_moe else MLP(cfg.dim, cfg.inter_dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LatentCache | None = None,
-                attn_impl: str | None = None, balance_alpha: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache, attn_impl)
+                attn_impl: str | None = None, balance_alpha: float = 0.0,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, attn_impl, mask)
         if isinstance(self.ffn, MoE):
             y, aux = self.ffn(self.ffn_norm(x), balance_alpha)
             return x + y, aux
@@ -93,12 +94,14 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *,
                 cache: LatentCache | None = None, attn_impl: str | None = None,
-                mtp: bool | None = None) -> TransformerOutput:
+                mtp: bool | None = None, doc_ids: torch.Tensor | None = None) -> TransformerOutput:
         """tokens: (B, T) int64. targets: (B, T) next tokens (``IGNORE_INDEX`` = no loss), or None.
 
         ``attn_impl``: "naive" or "absorbed" (default: naive without a cache, absorbed with one).
         ``cache``: a ``LatentCache``; the tokens continue the cached sequence and the cache advances by T.
         ``mtp``: run the MTP modules (default: when targets are given and there is no cache).
+        ``doc_ids``: (B, T) sample index of each position for packed SFT batches: attention stays inside a
+        sample (V3 §5.1 sample masking). Without it, packed documents see each other (pre-training, V3 §4.1).
         """
         if tokens.dim() != 2:
             raise ValueError(f"tokens must have shape (batch, seq_len), got {tuple(tokens.shape)}")
@@ -110,10 +113,17 @@ class Transformer(nn.Module):
         cos, sin = cos[start:start + T], sin[start:start + T]
         alpha = self.cfg.balance_alpha if targets is not None else 0.0
 
+        mask = None
+        if doc_ids is not None:
+            if doc_ids.shape != tokens.shape:
+                raise ValueError(f"doc_ids shape {tuple(doc_ids.shape)} must equal tokens shape {tuple(tokens.shape)}")
+            same = doc_ids[:, :, None] == doc_ids[:, None, :]
+            mask = (same & torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril())[:, None]
+
         emb = self.embed(tokens)
         h, balance = emb, []
         for layer in self.layers:
-            h, aux = layer(h, cos, sin, cache, attn_impl, alpha)
+            h, aux = layer(h, cos, sin, cache, attn_impl, alpha, mask)
             if aux is not None:
                 balance.append(aux)
         if cache is not None:
@@ -129,7 +139,8 @@ class Transformer(nn.Module):
                 if T <= k:
                     break
                 # position i (< T-k) combines h^{k-1}_i with Emb(t_{i+k}) and predicts t_{i+k+1}
-                h, aux = module(h[:, : T - k], emb[:, k:], cos[: T - k], sin[: T - k], alpha)
+                sub_mask = None if mask is None else mask[:, :, : T - k, : T - k]
+                h, aux = module(h[:, : T - k], emb[:, k:], cos[: T - k], sin[: T - k], alpha, sub_mask)
                 out.mtp_logits.append(self.head(module.norm(h)))
                 if aux is not None:
                     balance.append(aux)

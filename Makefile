@@ -33,6 +33,7 @@ lab: venv
 	$(VENV)/bin/jupyter lab notebooks
 
 bench: venv
+	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/train_step.py
 
 # Re-execute every lesson in place to refresh the committed outputs: the `cpu` profile (what a student sees),

@@ -10,29 +10,33 @@ from minir1.config import PRESETS
 
 
 def _demo(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
     import torch
 
-    from minir1 import ModelConfig, Transformer, count_params
-    from minir1.infer import generate
+    from minir1 import ModelConfig, count_params
+    from minir1.data.testsets import verify_test_sets, write_test_sets
+    from minir1.train.pretrain import DEMO_RECIPE, pretrain
 
     torch.manual_seed(args.seed)
-    cfg = ModelConfig.preset(args.preset)
-    print(f"== minir1 demo: the {args.preset!r} DeepSeek-V3 model ==")
-    counts = count_params(cfg)
-    print(counts.table())
-    v3 = count_params(ModelConfig.preset("v3"))
-    print(f"\nThe real DeepSeek-V3 (counted on the meta device): {v3.total / 1e9:.1f}B parameters, "
-          f"{v3.activated / 1e9:.1f}B activated per token; latent KV cache {v3.kv_bytes_absorbed:,} B/token "
-          f"vs {v3.kv_bytes_naive:,} B/token expanded ({v3.kv_bytes_naive / v3.kv_bytes_absorbed:.0f}x).")
-    model = Transformer(cfg)
-    prompt = torch.randint(0, cfg.vocab_size, (2, 8))
     t0 = time.perf_counter()
-    out = generate(model, prompt, max_new_tokens=args.tokens)
-    dt = time.perf_counter() - t0
-    print(f"\nGenerated {args.tokens} tokens x 2 sequences through the latent cache in {dt:.2f}s "
-          f"(untrained weights, so the tokens are noise):")
-    for row in out.tolist():
-        print("  ", row)
+    print("== 1/3 data: the fixed held-out test sets ==")
+    problems = verify_test_sets(args.data)
+    if problems:
+        write_test_sets(args.data)
+        print(f"rebuilt {args.data}/ ({problems[0]})")
+    print(f"{args.data}/test: 16 sets of 200 problems (4 tasks x 4 levels), checksums verified")
+    v3 = count_params(ModelConfig.preset("v3"))
+    print(f"\n== 2/3 pretrain the tiny DeepSeek-V3 ({count_params(ModelConfig.preset('tiny')).total:,} parameters; "
+          f"the real V3 counted on the meta device: {v3.total / 1e9:.1f}B, {v3.activated / 1e9:.1f}B active) ==")
+    recipe = DEMO_RECIPE if args.steps is None else replace(DEMO_RECIPE, steps=args.steps)
+    print(f"{recipe.steps} steps of {recipe.batch_size} x {recipe.seq_len} tokens: a short version of "
+          "`minir1 pretrain` (the lessons' base model trains longer)")
+    print("\n== 3/3 evaluate: held-out accuracy per task and level ==")
+    trainer = pretrain(args.out, recipe, seed=args.seed)
+    last = trainer.history[-1]
+    print(f"\nfinal training loss {last['loss']:.3f} at {last['tokens_per_s']:,.0f} tokens/s; checkpoint "
+          f"{args.out}/checkpoint; total {time.perf_counter() - t0:.0f}s")
 
 
 def _params(args: argparse.Namespace) -> None:
@@ -54,12 +58,58 @@ def _data(args: argparse.Namespace) -> None:
     print(f"wrote {len(manifest)} test sets and MANIFEST.json to {args.out} (checksums verified)")
 
 
+def _pretrain(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from minir1 import profile
+    from minir1.train.pretrain import RECIPES, pretrain
+
+    recipe = RECIPES[args.profile or profile.current()]
+    if args.preset:
+        recipe = replace(recipe, preset=args.preset)
+    if args.steps:
+        recipe = replace(recipe, steps=args.steps)
+    if args.eval_n:
+        recipe = replace(recipe, eval_n=args.eval_n)
+    t0 = time.perf_counter()
+    trainer = pretrain(args.out, recipe, seed=args.seed, resume=args.resume)
+    last = trainer.history[-1]
+    print(f"pretrained {recipe.preset} for {trainer.step} steps in {time.perf_counter() - t0:.0f}s "
+          f"(final loss {last['loss']:.3f}, {last['tokens_per_s']:,.0f} tokens/s); checkpoint: {args.out}/checkpoint")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from minir1.train.evaluate import accuracy_table
+    from minir1.train.loop import load_model
+    from minir1.train.pretrain import run_evaluation
+
+    model, tok, meta = load_model(args.ckpt)
+    modes = tuple(m.strip() for m in args.modes.split(","))
+    results = run_evaluation(model, tok, args.n, modes=modes)
+    print(f"checkpoint {args.ckpt} (step {meta['step']}), {args.n} held-out problems per task and level")
+    print("free = the model chooses; direct = forced to answer at once; reason = forced to work it out first")
+    print(accuracy_table(results))
+
+
+def _sft(args: argparse.Namespace) -> None:
+    from minir1.data.datasets import CorpusConfig, corpus_documents
+    from minir1.train.pretrain import sft
+
+    corpus = CorpusConfig(template="chat", worked_fraction=1.0)
+    docs = corpus_documents(corpus, args.n_docs, seed=args.seed)
+    trainer = sft(args.init, args.out, docs, steps=args.steps, lr=args.lr, seed=args.seed)
+    print(f"SFT: {trainer.step} steps on {len(docs)} worked chat samples (loss on completions only, samples "
+          f"isolated by sample masking); final loss {trainer.history[-1]['loss']:.3f}; "
+          f"checkpoint {args.out}/checkpoint")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minir1", description="DeepSeek-V3 and R1 in miniature.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="build the tiny model, print its parameters and the V3 count, generate")
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    p.add_argument("--tokens", type=int, default=16, help="tokens to generate")
+    p = sub.add_parser("demo", help="data -> pretrain the tiny model (a few minutes) -> accuracy table")
+    p.add_argument("--out", default="runs/demo", help="output directory")
+    p.add_argument("--data", default="data", help="where the test sets live (rebuilt if missing or changed)")
+    p.add_argument("--steps", type=int, default=None, help="override the demo's step count")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_demo)
     p = sub.add_parser("params", help="parameter table and KV-cache size of a preset")
@@ -68,6 +118,29 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("data", help="(re)build the fixed held-out test sets and their checksum manifest")
     p.add_argument("--out", default="data", help="directory to write test/ and MANIFEST.json into")
     p.set_defaults(func=_data)
+    p = sub.add_parser("pretrain", help="pre-train the base model on the reasoning corpus")
+    p.add_argument("--profile", choices=["ci", "cpu", "gpu"], default=None,
+                   help="run size (default: MINIR1_PROFILE, else gpu with CUDA, else cpu)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="model preset (default: the profile's)")
+    p.add_argument("--steps", type=int, default=None, help="override the profile's step count")
+    p.add_argument("--out", default="runs/base", help="output directory (checkpoint, metrics, eval.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if it exists")
+    p.add_argument("--eval-n", type=int, default=None, help="held-out problems per task and level in the final eval")
+    p.set_defaults(func=_pretrain)
+    p = sub.add_parser("sft", help="supervised fine-tuning on worked solutions in the chat format")
+    p.add_argument("--init", default="runs/base/checkpoint", help="checkpoint to start from")
+    p.add_argument("--out", default="runs/sft", help="output directory")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--n-docs", type=int, default=5000, help="worked samples to draw")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_sft)
+    p = sub.add_parser("eval", help="accuracy per task and level, answering directly vs reasoning")
+    p.add_argument("--ckpt", default="runs/base/checkpoint", help="checkpoint directory")
+    p.add_argument("--n", type=int, default=50, help="held-out problems per task and level (<= 200)")
+    p.add_argument("--modes", default="free,direct,reason", help="comma-separated subset of free,direct,reason")
+    p.set_defaults(func=_eval)
     args = parser.parse_args(argv)
     args.func(args)
     return 0

@@ -24,7 +24,8 @@ def small_model(seed=0, **kw):
 
 def stream(batch_size=4, seq_len=48):
     docs = corpus_documents(CorpusConfig(), 200, seed=0)
-    return PackedStream(pack_documents(TOK, docs), batch_size, seq_len, seed=0)
+    tokens, learned = pack_documents(TOK, docs)
+    return PackedStream(tokens, batch_size, seq_len, seed=0, learned=learned)
 
 
 def cfg(steps=6, **kw):
@@ -143,3 +144,11 @@ def test_sampling_stops_and_bans():
     g = torch.Generator().manual_seed(0)
     hot = sample(model, [[1, 4, 4]] * 8, 6, temperature=1.0, top_p=0.9, generator=g)
     assert (hot.logprobs <= 0).all() and hot.tokens.shape == (8, 6)
+
+
+def test_packed_stream_learns_completions_only():
+    b = stream(batch_size=8, seq_len=120).batch(0)
+    learned = b["targets"] != IGNORE_INDEX
+    text = TOK.decode(b["targets"][learned].tolist(), skip_control=False)
+    assert "User:" not in text and "<answer>" in text and "<eos>" in text
+    assert 0.1 < learned.float().mean() < 0.6

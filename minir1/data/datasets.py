@@ -31,10 +31,12 @@ from minir1.model.transformer import IGNORE_INDEX
 class CorpusConfig:
     tasks: tuple[str, ...] = TASKS  # which tasks appear
     levels: tuple[int, ...] = LEVELS  # which difficulty levels appear
-    level_weights: tuple[float, ...] = (0.3, 0.3, 0.2, 0.2)  # sampling weight of each level
-    worked_fraction: float = 0.3  # documents that show the worked steps (the rest answer directly)
+    level_weights: tuple[float, ...] = (0.35, 0.35, 0.15, 0.15)  # sampling weight of each level
+    worked_fraction: float = 0.4  # documents that show the worked steps (the rest answer directly)
     check_fraction: float = 0.25  # worked solutions that end with a self-check (tasks that have one)
     template: str = "r1_zero"  # "r1_zero" or "chat"
+    instruction_fraction: float = 0.3  # with "r1_zero": documents that carry the instruction line (the rest use
+    # the bare chat frame), so the base model knows the R1-Zero prompt without paying for it in every document
 
     def __post_init__(self) -> None:
         bad = [t for t in self.tasks if t not in TASKS]
@@ -44,7 +46,7 @@ class CorpusConfig:
             raise ValueError(f"CorpusConfig.levels={self.levels!r}: choose from {LEVELS}")
         if len(self.level_weights) != len(self.levels) or min(self.level_weights) < 0:
             raise ValueError("CorpusConfig.level_weights: one non-negative weight per level")
-        for name in ("worked_fraction", "check_fraction"):
+        for name in ("worked_fraction", "check_fraction", "instruction_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"CorpusConfig.{name}={getattr(self, name)}: must be in [0, 1]")
         if self.template not in ("r1_zero", "chat"):
@@ -76,17 +78,28 @@ def corpus_documents(cfg: CorpusConfig, n: int, seed: int) -> list[Document]:
         worked = rng.random() < cfg.worked_fraction
         check = worked and bool(p.check) and rng.random() < cfg.check_fraction
         completion = worked_completion(p, with_check=check) if worked else direct_completion(p)
-        docs.append(Document(p, prompt_for(p.question, cfg.template), completion, worked))
+        template = cfg.template
+        if template == "r1_zero" and rng.random() >= cfg.instruction_fraction:
+            template = "chat"
+        docs.append(Document(p, prompt_for(p.question, template), completion, worked))
     return docs
 
 
-def pack_documents(tok: Tokenizer, docs: list[Document]) -> torch.Tensor:
+def pack_documents(tok: Tokenizer, docs: list[Document]) -> tuple[torch.Tensor, torch.Tensor]:
     """One long int64 stream: ``<bos> prompt completion <eos>`` per document, back to back (V3 §4.1 packs
-    pre-training documents without a cross-document attention mask; the model learns to reset at ``<bos>``)."""
+    pre-training documents without a cross-document attention mask; the model learns to reset at ``<bos>``).
+
+    Also returns a boolean mask of the positions whose token is *learned* (completion and ``<eos>``): the prompt
+    is context, and its question digits are random, so predicting them would only add noise to the loss.
+    """
     ids: list[int] = []
+    learned: list[bool] = []
     for d in docs:
-        ids += tok.encode(d.prompt + d.completion, bos=True, eos=True)
-    return torch.tensor(ids, dtype=torch.long)
+        prompt = tok.encode(d.prompt, bos=True)
+        completion = tok.encode(d.completion, eos=True)
+        ids += prompt + completion
+        learned += [False] * len(prompt) + [True] * len(completion)
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(learned)
 
 
 @dataclass
@@ -97,6 +110,7 @@ class PackedStream:
     batch_size: int
     seq_len: int
     seed: int = 0
+    learned: torch.Tensor | None = None  # (N,) bool: which tokens count in the loss (None: all)
 
     def __post_init__(self) -> None:
         if self.tokens.numel() <= self.seq_len + 1:
@@ -107,7 +121,10 @@ class PackedStream:
         starts = torch.randint(0, self.tokens.numel() - self.seq_len - 1, (self.batch_size,), generator=g)
         idx = starts[:, None] + torch.arange(self.seq_len + 1)
         window = self.tokens[idx]
-        return {"tokens": window[:, :-1], "targets": window[:, 1:]}
+        targets = window[:, 1:].clone()
+        if self.learned is not None:
+            targets[~self.learned[idx][:, 1:]] = IGNORE_INDEX
+        return {"tokens": window[:, :-1], "targets": targets}
 
 
 @dataclass

@@ -7,7 +7,7 @@ R1's reasoning RL needs problems whose answers a rule can check (R1 §2.2.2). mi
 | add   | 2-digit + 2-digit  | 3 + 3 digits       | 4 + 4 digits       | 5 + 5 digits       |
 | sub   | 2 - 2 digits (a>=b)| 3 - 3 digits       | 4 - 4 digits       | 5 - 5 digits       |
 | mul   | 3-digit x 1-digit  | 4-digit x 1-digit  | 2-digit x 2-digit  | 3-digit x 2-digit  |
-| expr  | a op b op c        | 3 operations       | 4 operations       | 4 ops, 2-digit     |
+| expr  | a+-b+-c            | 3 ops, + and -     | 3 ops, + - *       | 4 ops, + - *       |
 
 Worked solutions are what a person writes on paper, one small step at a time, right to left with carries and
 borrows (``7+9=16,4+8+1=13,3+5+1=9``), so that every step is a fact a tiny model can learn; the final
@@ -136,11 +136,11 @@ def make_problem(task: str, level: int, rng: random.Random) -> Problem:
         da, db = {1: (3, 1), 2: (4, 1), 3: (2, 2), 4: (3, 2)}[level]
         a, b = _rand(rng, da), _rand(rng, db)
         return Problem(task, level, f"{a}*{b}", a * b, tuple(multiplication_steps(a, b)))
-    if task == "expr":
-        n_ops, hi = {1: (2, 9), 2: (3, 9), 3: (4, 9), 4: (4, 20)}[level]
-        tokens = [str(rng.randint(1, hi))]
+    if task == "expr":  # single-digit operands; * (and with it precedence) only from level 3
+        n_ops, ops = {1: (2, "+-"), 2: (3, "+-"), 3: (3, "+-*"), 4: (4, "+-*")}[level]
+        tokens = [str(rng.randint(1, 9))]
         for _ in range(n_ops):
-            tokens += [rng.choice("+-*"), str(rng.randint(1, hi))]
+            tokens += [rng.choice(ops), str(rng.randint(1, 9))]
         steps, value = expression_steps(tokens)
         return Problem(task, level, "".join(tokens), value, tuple(steps))
     raise ValueError(f"task={task!r}: must be one of {TASKS}")

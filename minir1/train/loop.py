@@ -204,7 +204,7 @@ class Trainer:
 
     def __init__(self, model: Transformer, tokenizer: Tokenizer, stream: BatchStream, cfg: TrainConfig,
                  out_dir: str | Path, eval_fn: Callable[[Transformer], dict[str, float]] | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, on_log: Callable[[dict[str, float]], None] | None = None) -> None:
         self.cfg, self.tokenizer, self.stream, self.eval_fn = cfg, tokenizer, stream, eval_fn
         self.out_dir = Path(out_dir)
         self.device = pick_device(cfg.device)
@@ -214,6 +214,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.progress = progress
+        self.on_log = on_log  # called with every metrics row (e.g. a live plot)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -323,6 +324,8 @@ class Trainer:
 
     def _log(self, row: dict[str, float]) -> None:
         self.history.append(row)
+        if self.on_log is not None:
+            self.on_log(row)
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         csv_path = self.out_dir / "metrics.csv"

@@ -41,7 +41,7 @@ bench: venv
 notebooks: venv
 	for nb in notebooks/*.ipynb; do \
 	  MINIR1_PROFILE=$${MINIR1_PROFILE:-cpu} MINIR1_WIDGETS=0 $(VENV)/bin/jupyter nbconvert --to notebook --execute \
-	    --inplace --ExecutePreprocessor.timeout=1800 "$$nb" || exit 1; \
+	    --inplace --ExecutePreprocessor.timeout=7200 "$$nb" || exit 1; \
 	done
 
 lint: venv

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 from minir1.config import PRESETS
 
@@ -16,7 +18,9 @@ def _demo(args: argparse.Namespace) -> None:
 
     from minir1 import ModelConfig, count_params
     from minir1.data.testsets import verify_test_sets, write_test_sets
-    from minir1.train.pretrain import DEMO_RECIPE, pretrain
+    from minir1.data.tokenizer import Tokenizer
+    from minir1.train.evaluate import accuracy_table
+    from minir1.train.pretrain import DEMO_RECIPE, model_config, pretrain, run_evaluation, summarize
 
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
@@ -26,17 +30,22 @@ def _demo(args: argparse.Namespace) -> None:
         write_test_sets(args.data)
         print(f"rebuilt {args.data}/ ({problems[0]})")
     print(f"{args.data}/test: 16 sets of 200 problems (4 tasks x 4 levels), checksums verified")
-    v3 = count_params(ModelConfig.preset("v3"))
-    print(f"\n== 2/3 pretrain the tiny DeepSeek-V3 ({count_params(ModelConfig.preset('tiny')).total:,} parameters; "
-          f"the real V3 counted on the meta device: {v3.total / 1e9:.1f}B, {v3.activated / 1e9:.1f}B active) ==")
     recipe = DEMO_RECIPE if args.steps is None else replace(DEMO_RECIPE, steps=args.steps)
+    v3, tiny = count_params(ModelConfig.preset("v3")), count_params(model_config(recipe, Tokenizer()))
+    print(f"\n== 2/3 pretrain the tiny DeepSeek-V3 ({tiny.total:,} parameters; the real V3 counted on the meta "
+          f"device: {v3.total / 1e9:.1f}B, {v3.activated / 1e9:.1f}B active) ==")
     print(f"{recipe.steps} steps of {recipe.batch_size} x {recipe.seq_len} tokens: a short version of "
           "`minir1 pretrain` (the lessons' base model trains longer)")
-    print("\n== 3/3 evaluate: held-out accuracy per task and level ==")
-    trainer = pretrain(args.out, recipe, seed=args.seed)
+    trainer = pretrain(args.out, replace(recipe, eval_n=0), seed=args.seed)
     last = trainer.history[-1]
-    print(f"\nfinal training loss {last['loss']:.3f} at {last['tokens_per_s']:,.0f} tokens/s; checkpoint "
-          f"{args.out}/checkpoint; total {time.perf_counter() - t0:.0f}s")
+    print(f"trained in {time.perf_counter() - t0:.0f}s; final loss {last['loss']:.3f} at "
+          f"{last['tokens_per_s']:,.0f} tokens/s; checkpoint {args.out}/checkpoint")
+    print(f"\n== 3/3 evaluate: greedy accuracy on {recipe.eval_n} held-out problems per task and level ==")
+    print("free = the model chooses; direct = forced to answer at once; reason = forced to work it out first")
+    results = run_evaluation(trainer.model, trainer.tokenizer, recipe.eval_n)
+    (Path(args.out) / "eval.json").write_text(json.dumps(summarize(results), indent=1) + "\n")
+    print(accuracy_table(results))
+    print(f"\ntotal {time.perf_counter() - t0:.0f}s")
 
 
 def _params(args: argparse.Namespace) -> None:
@@ -62,15 +71,19 @@ def _pretrain(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
     from minir1 import profile
-    from minir1.train.pretrain import RECIPES, pretrain
+    from minir1.train.pretrain import RECIPES, base_dir, pretrain
 
-    recipe = RECIPES[args.profile or profile.current()]
+    name = args.profile or profile.current()
+    recipe = RECIPES[name]
+    args.out = args.out or str(base_dir(name))
     if args.preset:
         recipe = replace(recipe, preset=args.preset)
     if args.steps:
         recipe = replace(recipe, steps=args.steps)
     if args.eval_n:
         recipe = replace(recipe, eval_n=args.eval_n)
+    if args.compile:
+        recipe = replace(recipe, compile=True)
     t0 = time.perf_counter()
     trainer = pretrain(args.out, recipe, seed=args.seed, resume=args.resume)
     last = trainer.history[-1]
@@ -81,11 +94,15 @@ def _pretrain(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from minir1.train.evaluate import accuracy_table
     from minir1.train.loop import load_model
-    from minir1.train.pretrain import run_evaluation
+    from minir1.train.pretrain import base_dir, run_evaluation, summarize
 
+    args.ckpt = args.ckpt or str(base_dir(args.profile) / "checkpoint")
     model, tok, meta = load_model(args.ckpt)
     modes = tuple(m.strip() for m in args.modes.split(","))
     results = run_evaluation(model, tok, args.n, modes=modes)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(summarize(results), indent=1) + "\n")
     print(f"checkpoint {args.ckpt} (step {meta['step']}), {args.n} held-out problems per task and level")
     print("free = the model chooses; direct = forced to answer at once; reason = forced to work it out first")
     print(accuracy_table(results))
@@ -93,11 +110,12 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _sft(args: argparse.Namespace) -> None:
     from minir1.data.datasets import CorpusConfig, corpus_documents
-    from minir1.train.pretrain import sft
+    from minir1.train.pretrain import base_dir, sft
 
     corpus = CorpusConfig(template="chat", worked_fraction=1.0)
     docs = corpus_documents(corpus, args.n_docs, seed=args.seed)
-    trainer = sft(args.init, args.out, docs, steps=args.steps, lr=args.lr, seed=args.seed)
+    init = args.init or str(base_dir(args.profile) / "checkpoint")
+    trainer = sft(init, args.out, docs, steps=args.steps, lr=args.lr, seed=args.seed)
     print(f"SFT: {trainer.step} steps on {len(docs)} worked chat samples (loss on completions only, samples "
           f"isolated by sample masking); final loss {trainer.history[-1]['loss']:.3f}; "
           f"checkpoint {args.out}/checkpoint")
@@ -123,13 +141,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="run size (default: MINIR1_PROFILE, else gpu with CUDA, else cpu)")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="model preset (default: the profile's)")
     p.add_argument("--steps", type=int, default=None, help="override the profile's step count")
-    p.add_argument("--out", default="runs/base", help="output directory (checkpoint, metrics, eval.json)")
+    p.add_argument("--out", default=None,
+                   help="output directory (checkpoint, metrics, eval.json); default runs/base-PROFILE, where the "
+                        "lessons look for the base model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint if it exists")
     p.add_argument("--eval-n", type=int, default=None, help="held-out problems per task and level in the final eval")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start on CPU)")
     p.set_defaults(func=_pretrain)
     p = sub.add_parser("sft", help="supervised fine-tuning on worked solutions in the chat format")
-    p.add_argument("--init", default="runs/base/checkpoint", help="checkpoint to start from")
+    p.add_argument("--profile", choices=["ci", "cpu", "gpu"], default=None,
+                   help="whose base model to start from (default: MINIR1_PROFILE, else gpu with CUDA, else cpu)")
+    p.add_argument("--init", default=None, help="checkpoint to start from (default: the profile's base model, "
+                                                "runs/base-PROFILE/checkpoint)")
     p.add_argument("--out", default="runs/sft", help="output directory")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -137,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_sft)
     p = sub.add_parser("eval", help="accuracy per task and level, answering directly vs reasoning")
-    p.add_argument("--ckpt", default="runs/base/checkpoint", help="checkpoint directory")
+    p.add_argument("--profile", choices=["ci", "cpu", "gpu"], default=None,
+                   help="whose base model to evaluate (default: MINIR1_PROFILE, else gpu with CUDA, else cpu)")
+    p.add_argument("--out", default=None, help="also write the accuracies as JSON to this file")
+    p.add_argument("--ckpt", default=None, help="checkpoint directory (default: the profile's base model, "
+                                                "runs/base-PROFILE/checkpoint)")
     p.add_argument("--n", type=int, default=50, help="held-out problems per task and level (<= 200)")
     p.add_argument("--modes", default="free,direct,reason", help="comma-separated subset of free,direct,reason")
     p.set_defaults(func=_eval)

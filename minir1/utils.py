@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, TypeVar
 
 
 def show_source(obj: Any) -> None:
@@ -27,3 +27,16 @@ def show_source(obj: Any) -> None:
         pass
     print(header)
     print(src)
+
+
+T = TypeVar("T")
+
+
+def resolve(value: str | T, table: dict[str, T], field: str, also: str = "") -> T:
+    """``value`` itself if it is not a name, else ``table[value]``; an unknown name raises a ``ValueError`` that
+    names the field and the choices (``also``: extra accepted names the caller handles)."""
+    if not isinstance(value, str):
+        return value
+    if value not in table:
+        raise ValueError(f"{field}={value!r}: must be one of {sorted(table)}{also}")
+    return table[value]

@@ -46,6 +46,14 @@ def test_malformed_completions_earn_no_format(completion):
     assert format_reward(completion) == 0.0
 
 
+def test_negative_answers():
+    done = "<think>5-9=-4,-4-9=-13</think><answer>-13</answer>"
+    assert accuracy_reward(done, -13) == 1.0 and accuracy_reward(done, "-13") == 1.0
+    assert accuracy_reward(done, 13) == 0.0  # the sign is part of the answer
+    assert accuracy_reward("<think>x</think><answer>--13</answer>", -13) == 0.0
+    assert accuracy_reward("<think>x</think><answer>13</answer>", -13) == 0.0
+
+
 def test_extract_answer():
     assert extract_answer(GOOD) == "936"
     assert extract_answer("<answer>1</answer><answer>2</answer>") is None

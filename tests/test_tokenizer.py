@@ -18,14 +18,26 @@ def test_special_tokens_are_single_ids():
     assert tok.decode(ids) == "<think>1+2</think><answer>3</answer>"
 
 
-@given(st.text(alphabet=CHARS))
+# Mix whole special tokens into arbitrary text so the tag splitter is exercised, not just single characters.
+_text = st.lists(st.one_of(st.text(alphabet=CHARS, max_size=8), st.sampled_from(SPECIALS))).map("".join)
+
+
+@given(_text)
 def test_round_trip(text):
-    assert tok.decode(tok.encode(text)) == text
+    assert tok.decode(tok.encode(text), skip_control=False) == text
+
+
+def test_default_decode_drops_control_tokens():
+    assert tok.decode(tok.encode("<bos>1+1<pad><eos>")) == "1+1"
+    assert tok.decode(tok.encode("1<p" + "ad>2"), skip_control=False) == "1<pad>2"
 
 
 def test_unknown_character_is_named():
     with pytest.raises(ValueError, match=r"'é'.*U\+00E9"):
         tok.encode("café")
+    # the position counts from the start of the text, not from the last special token
+    with pytest.raises(ValueError, match="position 18 "):
+        tok.encode("<think>1+2</think>é")
     with pytest.raises(ValueError, match="outside the vocabulary"):
         tok.decode([tok.vocab_size])
 

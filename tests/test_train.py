@@ -32,6 +32,33 @@ def cfg(steps=6, **kw):
     return TrainConfig(steps=steps, batch_size=4, seq_len=48, lr=3e-3, warmup_steps=2, log_every=1, **kw)
 
 
+def test_test_split_documents_are_held_out():
+    from minir1.data.tasks import split_of
+
+    held_out = corpus_documents(CorpusConfig(), 100, seed=0, split="test")
+    assert all(split_of(d.problem) == "test" for d in held_out)
+    train_questions = {d.problem.question for d in corpus_documents(CorpusConfig(), 2000, seed=0)}
+    assert not train_questions & {d.problem.question for d in held_out}
+    with pytest.raises(ValueError, match="split"):
+        corpus_documents(CorpusConfig(), 1, seed=0, split="val")
+
+
+def test_periodic_evaluation_rows(tmp_path):
+    calls = []
+
+    def check(model):
+        calls.append(model.training)
+        return {"val_loss": 1.0}
+
+    c = TrainConfig(steps=7, batch_size=4, seq_len=48, lr=3e-3, warmup_steps=2, log_every=5, eval_every=3)
+    trainer = Trainer(small_model(), TOK, stream(), c, tmp_path, eval_fn=check, progress=False)
+    history = trainer.fit()
+    # rows at the log steps (5, 7) and the eval steps (3, 6), evaluated at 3, 6 and the last step
+    assert [r["step"] for r in history] == [3, 5, 6, 7]
+    assert [r["step"] for r in history if "val_loss" in r] == [3, 6, 7] and len(calls) == 3
+    assert "val_loss" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+
+
 def test_lr_schedule():
     c = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     assert lr_at(0, c) == pytest.approx(0.1) and lr_at(9, c) == pytest.approx(1.0)

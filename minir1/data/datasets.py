@@ -1,8 +1,8 @@
 """The pretraining corpus, SFT samples, and the deterministic batches the trainer draws from them.
 
 **The corpus is designed to make the base model "R1-Zero ready".** Each document is an R1-Zero prompt followed
-by a completion. Most completions (``worked_fraction`` = 30% by default) answer *directly* with an empty think
-block; the rest show the worked steps first. A model pretrained on this mixture can reason step by step, but
+by a completion. Most completions (1 - ``worked_fraction`` = 60% by default) answer *directly* with an empty
+think block; the rest show the worked steps first. A model pretrained on this mixture can reason step by step, but
 when decoding greedily it prefers the more common direct answer, which is reliable on easy problems and
 unreliable on hard ones. That gap between what the model *can* do and what it *does* by default is exactly
 what reinforcement learning later discovers and exploits: R1-Zero's base model had never been asked to
@@ -65,15 +65,18 @@ def prompt_for(question: str, template: str = "r1_zero") -> str:
     return r1_zero_prompt(question) if template == "r1_zero" else chat_prompt(question)
 
 
-def corpus_documents(cfg: CorpusConfig, n: int, seed: int) -> list[Document]:
-    """``n`` training documents, deterministic in ``seed``; test-split questions never appear."""
-    rng = random.Random(f"corpus:{seed}")
+def corpus_documents(cfg: CorpusConfig, n: int, seed: int, split: str = "train") -> list[Document]:
+    """``n`` documents, deterministic in ``seed``, whose questions all belong to ``split``: training documents
+    never contain a test-split question; ``split="test"`` gives held-out documents for a validation loss."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r}: must be 'train' or 'test'")
+    rng = random.Random(f"corpus:{split}:{seed}" if split != "train" else f"corpus:{seed}")
     docs: list[Document] = []
     while len(docs) < n:
         task = rng.choice(cfg.tasks)
         level = rng.choices(cfg.levels, weights=cfg.level_weights)[0]
         p = make_problem(task, level, rng)
-        if split_of(p) != "train":
+        if split_of(p) != split:
             continue
         worked = rng.random() < cfg.worked_fraction
         check = worked and bool(p.check) and rng.random() < cfg.check_fraction

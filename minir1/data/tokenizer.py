@@ -1,8 +1,11 @@
 """A character-level tokenizer with the special tokens of the R1 format.
 
 Every printable ASCII character is one token; the tags ``<think>``, ``</think>``, ``<answer>``,
-``</answer>`` and the control tokens ``<bos>``, ``<eos>``, ``<pad>`` are single tokens of their own (so a
-model can never emit half a tag). Characters outside the alphabet raise a ``ValueError`` that names them:
+``</answer>`` and the control tokens ``<bos>``, ``<eos>``, ``<pad>`` are single tokens of their own, so a
+model writes a whole tag in one step. The characters ``<``, ``/`` and ``>`` are in the alphabet too, so a
+model *can* spell a tag character by character; ``encode`` maps any literal tag back to its single token,
+which is why the reward parsers work on decoded text rather than on token ids. Characters outside the
+alphabet raise a ``ValueError`` that names them:
 silently mapping them to an "unknown" token would let a reward parser see text the model never wrote.
 The vocabulary is saved with every checkpoint as JSON.
 """
@@ -19,7 +22,7 @@ CHARS = "\n" + " " + string.digits + string.ascii_letters + string.punctuation
 
 
 class Tokenizer:
-    """Character-level tokenizer; ``vocab_size`` is 102 with the default alphabet."""
+    """Character-level tokenizer; ``vocab_size`` is 103 with the default alphabet (7 specials + 96 characters)."""
 
     def __init__(self, chars: str = CHARS, specials: tuple[str, ...] = SPECIALS) -> None:
         if len(set(chars)) != len(chars):
@@ -56,18 +59,20 @@ class Tokenizer:
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
         """Text -> ids. Special tokens written literally (``<think>``) become their single id."""
         ids = [self.bos_id] if bos else []
+        start = 0  # offset of the current piece in ``text``, so errors point at the right character
         for piece in self._split.split(text):
-            if not piece:
-                continue
-            if piece in self.stoi and piece in self.specials:
+            if piece in self.specials:
                 ids.append(self.stoi[piece])
-                continue
-            for i, ch in enumerate(piece):
-                tid = self.stoi.get(ch)
-                if tid is None or ch in self.specials:
-                    raise ValueError(f"character {ch!r} (U+{ord(ch):04X}) at position {i} of {piece[:40]!r} "
-                                     "is not in the tokenizer alphabet")
-                ids.append(tid)
+            else:
+                for i, ch in enumerate(piece):
+                    tid = self.stoi.get(ch)
+                    if tid is None or ch in self.specials:
+                        pos = start + i
+                        near = text[max(0, pos - 20):pos + 20]
+                        raise ValueError(f"character {ch!r} (U+{ord(ch):04X}) at position {pos} of the text "
+                                         f"(near {near!r}) is not in the tokenizer alphabet")
+                    ids.append(tid)
+            start += len(piece)
         if eos:
             ids.append(self.eos_id)
         return ids

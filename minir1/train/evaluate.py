@@ -51,10 +51,17 @@ def evaluate(model: Transformer, tok: Tokenizer, problems: list[Problem], mode: 
                      pad_id=tok.pad_id, banned_first=banned)
         for p, ids in zip(chunk, out.completions(), strict=True):
             text = prefix + tok.decode(ids)
-            think = text.split("</think>")[0]
             results.append(EvalResult(p, mode, text, accuracy_reward(text, p.answer) == 1.0,
-                                      format_reward(text) == 1.0, len(think.strip()) > len("<think>")))
+                                      format_reward(text) == 1.0, is_reasoned(text)))
     return results
+
+
+def is_reasoned(completion: str) -> bool:
+    """The completion opens with ``<think>`` and writes something before ``</think>`` (or before it stops)."""
+    text = completion.lstrip()
+    if not text.startswith("<think>"):
+        return False
+    return bool(text[len("<think>"):].split("</think>")[0].strip())
 
 
 def accuracy_by_level(results: list[EvalResult]) -> dict[tuple[str, int], float]:

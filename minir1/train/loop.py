@@ -215,6 +215,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.progress = progress
         self.on_log = on_log  # called with every metrics row (e.g. a live plot)
+        self.results: dict[str, Any] = {}  # a recipe's final evaluation (``pretrain`` stores its EvalResults here)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -309,10 +310,12 @@ class Trainer:
             window_tokens += metrics.pop("tokens")
             bar.update(1)
             last = self.step == self.cfg.steps
-            if self.step % self.cfg.log_every == 0 or last:
+            due_eval = self.eval_fn is not None and (
+                (self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or last)
+            if self.step % self.cfg.log_every == 0 or last or due_eval:
                 elapsed = time.perf_counter() - window_start
                 row = {"step": self.step, **metrics, "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
-                if self.eval_fn and ((self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or last):
+                if due_eval:
                     row.update(self.eval_fn(self.model))
                 self._log(row)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}")
@@ -328,10 +331,9 @@ class Trainer:
             self.on_log(row)
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
-        csv_path = self.out_dir / "metrics.csv"
-        new = not csv_path.exists()
-        with open(csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        # Rewritten whole: evaluation rows add columns (val_loss, ...) that the first rows lack.
+        fields = list(dict.fromkeys(k for r in self.history for k in r))
+        with open(self.out_dir / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.history)

@@ -8,6 +8,8 @@ sample-masked chat data. Both are what ``minir1 pretrain`` / ``minir1 sft`` run.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,19 +38,21 @@ from minir1.train.loop import TrainConfig, Trainer, load_model
 @dataclass(frozen=True)
 class PretrainRecipe:
     preset: str = "tiny"
-    steps: int = 1500
+    steps: int = 5000
     batch_size: int = 32
     seq_len: int = 256
     lr: float = 3e-3
     warmup_steps: int = 50
     n_docs: int = 80_000  # documents in the (packed) corpus; more than one pass never happens at these sizes
     init_std: float = 0.02  # see ``pretrain``'s docstring
-    eval_n: int = 50  # held-out problems per (task, level) in the final evaluation
+    eval_n: int = 50  # held-out problems per (task, level) in the final evaluation (0: skip it)
+    eval_every: int = 250  # steps between held-out checks during training (loss + levels 1-2 accuracy; 0: none)
+    compile: bool = False  # torch.compile the model (pays off on GPU; ~20 s to start on CPU)
 
 
 # One profile switch sizes the run (``MINIR1_PROFILE``); ``cpu`` is the documented base model for the lessons.
 RECIPES = {
-    "ci": PretrainRecipe(steps=60, batch_size=16, n_docs=4_000, eval_n=10),
+    "ci": PretrainRecipe(steps=60, batch_size=16, n_docs=4_000, eval_n=10, eval_every=30),
     "cpu": PretrainRecipe(),
     "gpu": PretrainRecipe(preset="small", steps=3000, batch_size=64, lr=1e-3, n_docs=400_000, init_std=0.01),
 }
@@ -59,10 +63,10 @@ DEMO_RECIPE = PretrainRecipe(steps=450, eval_n=20)
 
 
 def model_config(recipe: PretrainRecipe, tok: Tokenizer, **overrides: Any) -> ModelConfig:
-    """The preset, with a vocabulary that holds the tokenizer and the recipe's init std."""
-    base = ModelConfig.preset(recipe.preset)
-    return ModelConfig.preset(recipe.preset, **{"vocab_size": max(base.vocab_size, tok.vocab_size),
-                                                "init_std": recipe.init_std, **overrides})
+    """The preset with the tokenizer's exact vocabulary (so the model can never emit an id the tokenizer does not
+    have, and sampled log-probs are over real tokens only) and the recipe's init std."""
+    return ModelConfig.preset(recipe.preset, **{"vocab_size": tok.vocab_size, "init_std": recipe.init_std,
+                                                **overrides})
 
 
 def evaluation_problems(n: int, tasks: tuple[str, ...] = TASKS, levels: tuple[int, ...] = LEVELS) -> list:
@@ -75,15 +79,43 @@ def run_evaluation(model: Transformer, tok: Tokenizer, n: int, modes: tuple[str,
     return {mode: evaluate(model, tok, problems, mode, template=template) for mode in modes}
 
 
-def _summary(results: dict[str, list[EvalResult]]) -> dict[str, Any]:
+def heldout_eval(tok: Tokenizer, recipe: PretrainRecipe, corpus: CorpusConfig, seed: int = 0, n_batches: int = 4,
+                 n_problems: int = 8) -> Callable[[Transformer], dict[str, float]]:
+    """The periodic check ``Trainer`` runs: loss on test-split documents (never trained on) and greedy accuracy,
+    direct and reasoned, on ``n_problems`` held-out problems per task at levels 1-2."""
+    tokens, learned = pack_documents(tok, corpus_documents(corpus, 50 * n_batches * recipe.batch_size // 8 + 50,
+                                                           seed=seed, split="test"))
+    val = PackedStream(tokens, recipe.batch_size, recipe.seq_len, seed=seed + 1, learned=learned)
+    batches = [val.batch(i) for i in range(n_batches)]
+    problems = evaluation_problems(n_problems, levels=(1, 2))
+
+    @torch.no_grad()
+    def check(model: Transformer) -> dict[str, float]:
+        model.eval()
+        device = next(model.parameters()).device
+        losses = [model(b["tokens"].to(device), targets=b["targets"].to(device)).lm_loss.item() for b in batches]
+        row = {"val_loss": sum(losses) / len(losses)}
+        for mode in ("direct", "reason"):
+            res = evaluate(model, tok, problems, mode, template=corpus.template)
+            row[f"{mode}_acc"] = sum(r.correct for r in res) / len(res)
+        return row
+
+    return check
+
+
+def summarize(results: dict[str, list[EvalResult]]) -> dict[str, Any]:
     return {mode: {f"{t}_L{lv}": acc for (t, lv), acc in accuracy_by_level(res).items()}
             for mode, res in results.items()} | {
         "free_reasoning_rate": sum(r.reasoned for r in results.get("free", [])) / max(1, len(results.get("free", [])))}
 
 
 def pretrain(out: str | Path, recipe: PretrainRecipe | None = None, corpus: CorpusConfig | None = None,
-             seed: int = 0, resume: bool = False, progress: bool = True, **model_overrides: Any) -> Trainer:
+             seed: int = 0, resume: bool = False, progress: bool = True,
+             on_log: Callable[[dict[str, float]], None] | None = None, **model_overrides: Any) -> Trainer:
     """Pre-train a base model on the R1-Zero-ready corpus; saves ``out/checkpoint`` and ``out/eval.json``.
+
+    Returns the trainer: ``trainer.history`` holds the metric rows (with the periodic held-out checks of
+    ``heldout_eval``) and ``trainer.results`` the final evaluation, ``{mode: [EvalResult, ...]}``.
 
     ``init_std``: V3 initialises with std 0.006 at width 7168. At width 128 that is a much smaller relative
     scale, and the attention heads that look up the question's digits form far later (lesson 02 saw the same
@@ -97,14 +129,45 @@ def pretrain(out: str | Path, recipe: PretrainRecipe | None = None, corpus: Corp
     tokens, learned = pack_documents(tok, corpus_documents(corpus, recipe.n_docs, seed=seed))
     stream = PackedStream(tokens, recipe.batch_size, recipe.seq_len, seed=seed, learned=learned)
     cfg = TrainConfig(steps=recipe.steps, batch_size=recipe.batch_size, seq_len=recipe.seq_len, lr=recipe.lr,
-                      warmup_steps=recipe.warmup_steps, log_every=max(1, recipe.steps // 50), seed=seed)
-    trainer = Trainer(model, tok, stream, cfg, out, progress=progress)
+                      warmup_steps=recipe.warmup_steps, log_every=max(1, recipe.steps // 50),
+                      eval_every=recipe.eval_every, compile=recipe.compile, seed=seed)
+    check = heldout_eval(tok, recipe, corpus, seed) if recipe.eval_every else None
+    trainer = Trainer(model, tok, stream, cfg, out, eval_fn=check, progress=progress, on_log=on_log)
     trainer.fit(resume=resume)
-    results = run_evaluation(trainer.model, tok, recipe.eval_n, template=corpus.template)
-    (Path(out) / "eval.json").write_text(json.dumps(_summary(results), indent=1) + "\n")
-    if progress:
-        print(accuracy_table(results))
+    if recipe.eval_n:
+        trainer.results = run_evaluation(trainer.model, tok, recipe.eval_n, template=corpus.template)
+        (Path(out) / "eval.json").write_text(json.dumps(summarize(trainer.results), indent=1) + "\n")
+        if progress:
+            print(accuracy_table(trainer.results))
     return trainer
+
+
+def runs_dir() -> Path:
+    """Where runs live: ``$MINIR1_RUNS``, else ``runs/`` in the repository checkout (so the CLI and the
+    lessons, which run from ``notebooks/``, find the same files), else ``./runs``."""
+    if os.environ.get("MINIR1_RUNS"):
+        return Path(os.environ["MINIR1_RUNS"])
+    repo = Path(__file__).resolve().parents[2]
+    return repo / "runs" if (repo / "pyproject.toml").exists() else Path.cwd() / "runs"
+
+
+def base_dir(profile_name: str | None = None) -> Path:
+    """The documented base-model run of a profile: ``minir1 pretrain --profile P`` writes ``runs/base-P``."""
+    return runs_dir() / f"base-{profile_name or profile.current()}"
+
+
+def load_base(profile_name: str | None = None, train_if_missing: bool = True,
+              progress: bool = True) -> tuple[Transformer, Tokenizer, dict[str, Any]]:
+    """The base model the RL lessons start from: loaded from ``base_dir(profile)``, or pre-trained there first
+    with the profile's recipe (about a minute in ``ci``; the ``cpu`` recipe is the ``minir1 pretrain`` run)."""
+    name = profile_name or profile.current()
+    ckpt = base_dir(name) / "checkpoint"
+    if not ckpt.exists():
+        if not train_if_missing:
+            raise FileNotFoundError(f"no base model at {ckpt}: run `minir1 pretrain --profile {name}` first")
+        print(f"no base model at {ckpt}; pre-training one now (same as `minir1 pretrain --profile {name}`)")
+        pretrain(base_dir(name), RECIPES[name], progress=progress)
+    return load_model(ckpt)
 
 
 def sft(init: str | Path, out: str | Path, docs: list[Document], steps: int, batch_size: int = 16,
@@ -120,4 +183,6 @@ def sft(init: str | Path, out: str | Path, docs: list[Document], steps: int, bat
     return trainer
 
 
-__all__ = ["DEMO_RECIPE", "RECIPES", "PretrainRecipe", "model_config", "pretrain", "run_evaluation", "sft"]
+__all__ = ["DEMO_RECIPE", "RECIPES", "PretrainRecipe", "base_dir", "heldout_eval", "load_base", "model_config",
+           "pretrain", "run_evaluation", "runs_dir", "sft",
+           "summarize"]

@@ -1,0 +1,71 @@
+"""FP8 GEMM with fine-grained scales and fp32 promotion every 128 inner elements (V3 §3.3.2, Fig. 7b).
+
+``fp8_gemm(qa, sa, qb, sb)`` computes ``C = A · Bᵀ`` the way the official ``fp8_gemm`` kernel does: A is
+``[M, K]`` in FP8 with one scale per row per 128-wide K slice, B is ``[N, K]`` in FP8 with either one scale per
+128x128 block (a weight) or, like A, one per row per K slice (an activation or gradient, in the weight-gradient
+GEMM). For every K slice the FP8 product is formed and multiplied by ``sa[row] * sb[col]`` before it is added
+to an fp32 accumulator: dequantising per 128-element slice is the software form of promoting the tensor
+core's partial sums to fp32 every N_C = 128 elements.
+
+On a CPU the FP8 values are converted to fp32 and multiplied with an ordinary fp32 matmul. Products of two
+E4M3 values have at most 8 significant bits and a 128-term partial sum stays well inside fp32's 24, so the
+only rounding left is fp32's own: this is the ideal of what the hardware computes with promotion. The tensor
+core's 14-bit accumulation *without* promotion is what ``minir1.fp8.accum`` emulates.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minir1.fp8.formats import FP8Format
+from minir1.fp8.quant import Block, quantize
+
+K_SLICE = 128  # N_C: the inner-dimension interval of fp32 promotion and of the scales
+
+
+def _row_scales(s: torch.Tensor, rows: int, name: str, k_slices: int) -> torch.Tensor:
+    """Scales as [rows, K/128]: per-row scales pass through, 128-row block scales are repeated per row, and a
+    0-d (per-tensor) scale is broadcast."""
+    if s.dim() == 0:
+        return s.expand(rows, k_slices)
+    if s.dim() != 2 or s.shape[1] != k_slices:
+        raise ValueError(f"{name}: scales must be [rows or row blocks, ceil(K/128) = {k_slices}], got "
+                         f"{tuple(s.shape)}")
+    if s.shape[0] == rows:
+        return s
+    if s.shape[0] == -(-rows // K_SLICE):
+        return s.repeat_interleave(K_SLICE, dim=0)[:rows]
+    raise ValueError(f"{name}: {s.shape[0]} scale rows fit neither {rows} rows nor {-(-rows // K_SLICE)} blocks")
+
+
+def fp8_gemm(qa: torch.Tensor, sa: torch.Tensor, qb: torch.Tensor, sb: torch.Tensor,
+             out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``C = A · Bᵀ`` from FP8 operands and their scales (see the module docstring); ``[M, N]`` in ``out_dtype``."""
+    if qa.dim() != 2 or qb.dim() != 2 or qa.shape[1] != qb.shape[1]:
+        raise ValueError(f"fp8_gemm: A [M, K] and B [N, K] must share K, got {tuple(qa.shape)} and {tuple(qb.shape)}")
+    M, K = qa.shape
+    N = qb.shape[0]
+    slices = -(-K // K_SLICE)
+    sa, sb = _row_scales(sa, M, "sa", slices), _row_scales(sb, N, "sb", slices)
+    a, b = qa.float(), qb.float()
+    acc = torch.zeros(M, N, dtype=torch.float32, device=qa.device)
+    for j in range(slices):
+        ks = slice(j * K_SLICE, (j + 1) * K_SLICE)
+        acc += (a[:, ks] @ b[:, ks].T) * sa[:, j, None] * sb[None, :, j]  # promote and dequantise per slice
+    return acc.to(out_dtype)
+
+
+def fp8_matmul(a: torch.Tensor, b: torch.Tensor, fmt: str | FP8Format = "e4m3", a_block: Block = (1, 128),
+               b_block: Block = (128, 128), pow2_scale: bool = False,
+               out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Quantise ``a`` [M, K] and ``b`` [N, K] (default: activation tiles and weight blocks), then ``fp8_gemm``."""
+    for name, blk in (("a_block", a_block), ("b_block", b_block)):
+        if blk is not None and blk[1] != K_SLICE:
+            raise ValueError(f"{name}={blk}: scales must span {K_SLICE} inner (K) elements, e.g. (1, 128) or "
+                             "(128, 128)")
+    qa, sa = quantize(a, fmt, a_block, pow2_scale)
+    qb, sb = quantize(b, fmt, b_block, pow2_scale)
+    return fp8_gemm(qa, sa, qb, sb, out_dtype)
+
+
+__all__ = ["K_SLICE", "fp8_gemm", "fp8_matmul"]

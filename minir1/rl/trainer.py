@@ -1,0 +1,216 @@
+"""The GRPO trainer: sample a group per prompt, score it with the rule rewards, update against the stored
+old log-probabilities (R1 §2.2, DeepSeekMath Algorithm 1).
+
+One step: ``prompts_per_step`` training problems, ``group_size`` samples each from the current policy (which
+is the "old" policy of this step), rewards ``accuracy + format_weight * format``, group-standardised
+advantages, then ``inner_updates`` passes of ``minibatches`` gradient steps on ``grpo_loss``. The reference
+policy for the KL term is a frozen copy, refreshed every ``ref_refresh_every`` steps (R1 refreshed it every
+400 of its 10,400 steps).
+
+Hyperparameters, R1's published values next to the miniature's (facts §8.5): lr 3e-6 -> 1e-4 (a model ~10^5
+times smaller, trained for tens of steps), β 0.001 -> 0.001, G 16 -> 8, temperature 1.0 -> 1.0, 32 prompts
+per step -> 16, clip ε 10 -> 0.2 (DeepSeekMath's PPO-style value; R1's ε = 10 effectively disables clipping
+for its single inner epoch), 16 mini-batches x 1 epoch -> 1 x 1.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from minir1.data.datasets import prompt_for
+from minir1.data.tasks import LEVELS, TASKS, Problem, make_problem, split_of
+from minir1.data.tokenizer import Tokenizer
+from minir1.infer.generate import sample
+from minir1.model.transformer import Transformer
+from minir1.rl.grpo import group_advantages, grpo_loss
+from minir1.rl.rewards import accuracy_reward, format_reward
+from minir1.train.evaluate import is_reasoned
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    steps: int = 30
+    prompts_per_step: int = 16  # R1: 32
+    group_size: int = 8  # G; R1: 16
+    temperature: float = 1.0  # R1: 1.0
+    max_new_tokens: int = 96
+    lr: float = 1e-4  # R1: 3e-6
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    clip_eps: float = 0.2  # R1: 10
+    kl_beta: float = 0.001  # R1: 0.001
+    inner_updates: int = 1  # mu: passes over each step's samples
+    minibatches: int = 1  # gradient steps per pass (R1: 16)
+    ref_refresh_every: int = 400  # R1: 400
+    aggregation: str = "sequence"  # "sequence" (DeepSeekMath) or "token" (DAPO)
+    adv_scale: str = "std"  # "std" (GRPO) or "none" (Dr. GRPO)
+    format_weight: float = 1.0  # R_rule = R_acc + R_format, equal weights (R1 v2 §2.2)
+    tasks: tuple[str, ...] = TASKS
+    levels: tuple[int, ...] = (1, 2)
+    template: str = "r1_zero"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "prompts_per_step", "max_new_tokens", "inner_updates", "minibatches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GRPOConfig.{name}={getattr(self, name)}: must be >= 1")
+        if self.group_size < 2:  # one sample is its own group mean: every advantage would be zero
+            raise ValueError(f"GRPOConfig.group_size={self.group_size}: must be >= 2")
+        if (self.prompts_per_step * self.group_size) % self.minibatches:
+            raise ValueError(f"GRPOConfig.minibatches={self.minibatches}: must divide prompts_per_step x group_size")
+        if not set(self.levels) <= set(LEVELS) or not set(self.tasks) <= set(TASKS):
+            raise ValueError(f"GRPOConfig: tasks {self.tasks} / levels {self.levels} must come from {TASKS} / {LEVELS}")
+
+
+def completion_logprobs(model: Transformer, prompts: list[list[int]], completions: list[list[int]],
+                        pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of each completion's tokens given its prompt, from one full (training-path) forward.
+
+    Returns ``(logprobs, mask)``, both (B, N) with N the longest completion; ``mask`` is 1 on real tokens.
+    Sequences are right-padded: causal attention never lets a real token see the padding after it.
+    """
+    device = next(model.parameters()).device
+    seqs = [p + c for p, c in zip(prompts, completions, strict=True)]
+    T = max(len(s) for s in seqs)
+    N = max(1, max(len(c) for c in completions))
+    tokens = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        tokens[i, : len(s)] = torch.tensor(s)
+    logp = model(tokens.to(device), mtp=False).logits.float().log_softmax(-1)
+    out = torch.zeros(len(seqs), N, device=device)
+    mask = torch.zeros(len(seqs), N, device=device)
+    for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        if c:  # token c_j sits at position len(p) + j and is predicted from position len(p) + j - 1
+            pos = torch.arange(len(p) - 1, len(p) - 1 + len(c), device=device)
+            out[i, : len(c)] = logp[i, pos, torch.tensor(c, device=device)]
+            mask[i, : len(c)] = 1
+    return out, mask
+
+
+def training_problems(cfg: GRPOConfig, step: int) -> list[Problem]:
+    """The step's prompts: train-split problems, a pure function of (seed, step)."""
+    rng = random.Random(f"grpo:{cfg.seed}:{step}")
+    out: list[Problem] = []
+    while len(out) < cfg.prompts_per_step:
+        p = make_problem(rng.choice(cfg.tasks), rng.choice(cfg.levels), rng)
+        if split_of(p) == "train":
+            out.append(p)
+    return out
+
+
+class GRPOTrainer:
+    """Runs GRPO on ``model`` (updated in place) and logs one row of metrics per step."""
+
+    def __init__(self, model: Transformer, tok: Tokenizer, cfg: GRPOConfig, out_dir: str | Path | None = None,
+                 eval_fn: Callable[[Transformer], dict[str, float]] | None = None, eval_every: int = 5,
+                 on_log: Callable[[dict[str, float]], None] | None = None) -> None:
+        self.model, self.tok, self.cfg = model, tok, cfg
+        self.ref = copy.deepcopy(model).eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
+                                           weight_decay=cfg.weight_decay)
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.eval_fn, self.eval_every, self.on_log = eval_fn, eval_every, on_log
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.samples: dict[int, list[tuple[str, str, float]]] = {}  # step -> (question, completion, reward)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    def rollout(self) -> dict:
+        cfg, tok = self.cfg, self.tok
+        problems = training_problems(cfg, self.step)
+        prompts = [tok.encode(prompt_for(p.question, cfg.template), bos=True) for p in problems]
+        prompts = [p for p in prompts for _ in range(cfg.group_size)]
+        group_problems = [p for p in problems for _ in range(cfg.group_size)]
+        room = self.model.cfg.max_seq_len - max(len(p) for p in prompts)
+        out = sample(self.model, prompts, min(cfg.max_new_tokens, room), temperature=cfg.temperature,
+                     stop_ids=[tok.token_id("</answer>"), tok.eos_id], pad_id=tok.pad_id, generator=self.generator)
+        completions = out.completions()
+        texts = [tok.decode(c) for c in completions]
+        acc = torch.tensor([accuracy_reward(t, p.answer) for t, p in zip(texts, group_problems, strict=True)])
+        fmt = torch.tensor([format_reward(t) for t in texts])
+        rewards = acc + cfg.format_weight * fmt
+        return {"problems": group_problems, "prompts": prompts, "completions": completions, "texts": texts,
+                "acc": acc, "fmt": fmt, "rewards": rewards, "lengths": out.lengths.float()}
+
+    def train_step(self) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        t0 = time.perf_counter()
+        if self.step and self.step % cfg.ref_refresh_every == 0:
+            self.ref.load_state_dict(model.state_dict())
+        roll = self.rollout()
+        t_sample = time.perf_counter() - t0
+        adv = group_advantages(roll["rewards"], cfg.group_size, scale=cfg.adv_scale)
+        with torch.no_grad():
+            model.eval()
+            old_lp, mask = completion_logprobs(model, roll["prompts"], roll["completions"], self.tok.pad_id)
+            ref_lp = (completion_logprobs(self.ref, roll["prompts"], roll["completions"], self.tok.pad_id)[0]
+                      if cfg.kl_beta > 0 else None)
+        model.train()
+        n = len(roll["prompts"])
+        size = n // cfg.minibatches
+        stats = []
+        for _ in range(cfg.inner_updates):
+            order = torch.randperm(n, generator=self.generator)
+            for b in range(cfg.minibatches):
+                idx = order[b * size:(b + 1) * size].tolist()
+                lp, m = completion_logprobs(model, [roll["prompts"][i] for i in idx],
+                                            [roll["completions"][i] for i in idx], self.tok.pad_id)
+                width = lp.shape[1]
+                s = grpo_loss(lp, old_lp[idx, :width], None if ref_lp is None else ref_lp[idx, :width], adv[idx],
+                              m, clip_eps=cfg.clip_eps, kl_beta=cfg.kl_beta, aggregation=cfg.aggregation,
+                              return_stats=True)
+                self.optimizer.zero_grad(set_to_none=True)
+                s.loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                if model.moe_layers():  # keep the aux-loss-free balancing running, as in pre-training
+                    model.update_expert_bias()
+                stats.append(s)
+        groups = roll["rewards"].view(-1, cfg.group_size)
+        entropy = -(old_lp * mask).sum() / mask.sum().clamp_min(1)  # mean surprisal of the sampled tokens
+        reasoned = [is_reasoned(t) for t in roll["texts"]]
+        self.step += 1
+        row = {"step": self.step, "reward": roll["rewards"].mean().item(), "accuracy": roll["acc"].mean().item(),
+               "format": roll["fmt"].mean().item(), "length": roll["lengths"].mean().item(),
+               "reasoning": sum(reasoned) / len(reasoned), "kl": sum(s.kl for s in stats) / len(stats),
+               "entropy": entropy.item(), "clip_fraction": sum(s.clip_fraction for s in stats) / len(stats),
+               "zero_variance_groups": (groups.std(dim=1, unbiased=False) == 0).float().mean().item(),
+               "loss": sum(s.loss.item() for s in stats) / len(stats),
+               "sample_s": t_sample, "step_s": time.perf_counter() - t0}
+        self.samples[self.step] = [(p.question, t, r) for p, t, r in
+                                   zip(roll["problems"][:4], roll["texts"][:4], roll["rewards"][:4].tolist(),
+                                       strict=True)]
+        return row
+
+    def fit(self, progress: bool = True) -> list[dict[str, float]]:
+        from tqdm.auto import tqdm
+
+        if self.eval_fn is not None and self.step == 0:
+            self._log({"step": 0, **self.eval_fn(self.model)})
+        for _ in tqdm(range(self.step, self.cfg.steps), desc="GRPO", disable=not progress, leave=False):
+            row = self.train_step()
+            if self.eval_fn is not None and (self.step % self.eval_every == 0 or self.step == self.cfg.steps):
+                row.update(self.eval_fn(self.model))
+            self._log(row)
+        return self.history
+
+    def _log(self, row: dict[str, float]) -> None:
+        self.history.append(row)
+        if self.on_log is not None:
+            self.on_log(row)
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / "grpo.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            (self.out_dir / "grpo_config.json").write_text(json.dumps(asdict(self.cfg), indent=1) + "\n")
+
+
+__all__ = ["GRPOConfig", "GRPOTrainer", "completion_logprobs", "training_problems"]

@@ -17,14 +17,22 @@ import matplotlib
 from minir1 import profile
 
 
-def _widgets_available() -> bool:
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (a frontend can show live output), False in scripts and terminals."""
     try:
-        import ipywidgets  # noqa: F401
         from IPython import get_ipython
     except ImportError:
         return False
     shell = get_ipython()
     return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
+
+
+def _widgets_available() -> bool:
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return in_notebook()
 
 
 def _default(control: Any) -> Any:
@@ -73,4 +81,4 @@ def interactive(render: Callable[..., matplotlib.figure.Figure], **controls: Any
     display(ui)
 
 
-__all__ = ["interactive", "show"]
+__all__ = ["in_notebook", "interactive", "show"]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 
 from minir1 import profile
+from minir1.viz import in_notebook
 
 
 def render_curves(history: Sequence[dict[str, float]], keys: Sequence[str] = ("loss",), x: str = "step",
@@ -36,7 +37,7 @@ class LivePlot:
         self.history: list[dict[str, float]] = []
         self._handle = None
         self._last = 0.0
-        self._live = profile.current() != "ci" and _in_notebook()
+        self._live = profile.current() != "ci" and in_notebook()
 
     def update(self, row: dict[str, float]) -> None:
         self.history.append(row)
@@ -61,12 +62,3 @@ class LivePlot:
         from minir1.viz import show
 
         show(render_curves(self.history, self.keys, title=self.title))
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"

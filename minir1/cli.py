@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ def _demo(args: argparse.Namespace) -> None:
     from minir1.data.testsets import verify_test_sets, write_test_sets
     from minir1.data.tokenizer import Tokenizer
     from minir1.train.evaluate import accuracy_table
-    from minir1.train.pretrain import DEMO_RECIPE, model_config, pretrain, run_evaluation, summarize
+    from minir1.train.pretrain import DEMO_RECIPE, model_config, pretrain, run_evaluation, write_summary
 
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
@@ -43,7 +42,7 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"\n== 3/3 evaluate: greedy accuracy on {recipe.eval_n} held-out problems per task and level ==")
     print("free = the model chooses; direct = forced to answer at once; reason = forced to work it out first")
     results = run_evaluation(trainer.model, trainer.tokenizer, recipe.eval_n)
-    (Path(args.out) / "eval.json").write_text(json.dumps(summarize(results), indent=1) + "\n")
+    write_summary(Path(args.out) / "eval.json", results)
     print(accuracy_table(results))
     print(f"\ntotal {time.perf_counter() - t0:.0f}s")
 
@@ -94,15 +93,14 @@ def _pretrain(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from minir1.train.evaluate import accuracy_table
     from minir1.train.loop import load_model
-    from minir1.train.pretrain import base_dir, run_evaluation, summarize
+    from minir1.train.pretrain import base_dir, run_evaluation, write_summary
 
     args.ckpt = args.ckpt or str(base_dir(args.profile) / "checkpoint")
     model, tok, meta = load_model(args.ckpt)
     modes = tuple(m.strip() for m in args.modes.split(","))
     results = run_evaluation(model, tok, args.n, modes=modes)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(summarize(results), indent=1) + "\n")
+        write_summary(args.out, results)
     print(f"checkpoint {args.ckpt} (step {meta['step']}), {args.n} held-out problems per task and level")
     print("free = the model chooses; direct = forced to answer at once; reason = forced to work it out first")
     print(accuracy_table(results))

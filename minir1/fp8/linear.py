@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from minir1.fp8.formats import FP8Format
 from minir1.fp8.gemm import fp8_gemm
 from minir1.fp8.quant import Block, quantize
 from minir1.utils import resolve
@@ -56,17 +55,13 @@ def _t(s: torch.Tensor) -> torch.Tensor:
     return s if s.dim() == 0 else s.T
 
 
-def _q(x: torch.Tensor, fmt: str | FP8Format, block: Block, pow2: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    return quantize(x, fmt, block, pow2)
-
-
 class _Fp8LinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, r: Fp8Recipe) -> torch.Tensor:  # type: ignore[override]
-        qx, sx = _q(x, r.fwd_fmt, r.act_block, r.pow2_scale)
-        qw, sw = _q(weight, r.fwd_fmt, r.weight_block, r.pow2_scale)
+        qx, sx = quantize(x, r.fwd_fmt, r.act_block, r.pow2_scale)
+        qw, sw = quantize(weight, r.fwd_fmt, r.weight_block, r.pow2_scale)
         y = fp8_gemm(qx, sx, qw, sw)
-        qx_t, sx_t = _q(x, r.fwd_fmt, r.wgrad_block, r.pow2_scale)  # cached for Wgrad, in FP8
+        qx_t, sx_t = quantize(x, r.fwd_fmt, r.wgrad_block, r.pow2_scale)  # cached for Wgrad, in FP8
         ctx.save_for_backward(qx_t, sx_t, qw, sw)
         ctx.recipe, ctx.x_dtype = r, x.dtype
         return y.to(x.dtype)
@@ -77,10 +72,10 @@ class _Fp8LinearFunction(torch.autograd.Function):
         r: Fp8Recipe = ctx.recipe
         dy = dy.contiguous()
         # Dgrad: dx [T, K] = dy [T, N] . (W^T [K, N])^T; W's 128x128 block scales transpose with it
-        qdy, sdy = _q(dy, r.bwd_fmt, r.act_block, r.pow2_scale)
+        qdy, sdy = quantize(dy, r.bwd_fmt, r.act_block, r.pow2_scale)
         dx = fp8_gemm(qdy, sdy, qw.T, _t(sw))
         # Wgrad: dW [N, K] = dy^T [N, T] . (x^T [K, T])^T, both scaled per 128 tokens
-        qdy_t, sdy_t = _q(dy, r.bwd_fmt, r.wgrad_block, r.pow2_scale)
+        qdy_t, sdy_t = quantize(dy, r.bwd_fmt, r.wgrad_block, r.pow2_scale)
         dw = fp8_gemm(qdy_t.T, _t(sdy_t), qx_t.T, _t(sx_t))
         return dx.to(ctx.x_dtype), dw, None
 

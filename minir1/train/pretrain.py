@@ -109,6 +109,12 @@ def summarize(results: dict[str, list[EvalResult]]) -> dict[str, Any]:
         "free_reasoning_rate": sum(r.reasoned for r in results.get("free", [])) / max(1, len(results.get("free", [])))}
 
 
+def write_summary(path: str | Path, results: dict[str, list[EvalResult]]) -> None:
+    """``summarize(results)`` as JSON at ``path`` (``eval.json`` of a run, or ``minir1 eval --out``)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(summarize(results), indent=1) + "\n")
+
+
 def pretrain(out: str | Path, recipe: PretrainRecipe | None = None, corpus: CorpusConfig | None = None,
              seed: int = 0, resume: bool = False, progress: bool = True,
              on_log: Callable[[dict[str, float]], None] | None = None, **model_overrides: Any) -> Trainer:
@@ -136,7 +142,7 @@ def pretrain(out: str | Path, recipe: PretrainRecipe | None = None, corpus: Corp
     trainer.fit(resume=resume)
     if recipe.eval_n:
         trainer.results = run_evaluation(trainer.model, tok, recipe.eval_n, template=corpus.template)
-        (Path(out) / "eval.json").write_text(json.dumps(summarize(trainer.results), indent=1) + "\n")
+        write_summary(Path(out) / "eval.json", trainer.results)
         if progress:
             print(accuracy_table(trainer.results))
     return trainer
@@ -185,4 +191,4 @@ def sft(init: str | Path, out: str | Path, docs: list[Document], steps: int, bat
 
 __all__ = ["DEMO_RECIPE", "RECIPES", "PretrainRecipe", "base_dir", "heldout_eval", "load_base", "model_config",
            "pretrain", "run_evaluation", "runs_dir", "sft",
-           "summarize"]
+           "summarize", "write_summary"]

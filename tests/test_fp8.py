@@ -174,6 +174,66 @@ def test_fp8_matmul_equals_dequantise_then_matmul(a_block, b_block, M, N, K):
                                _reference_gemm(a, b, a_block, b_block), rtol=1e-5, atol=1e-4)
 
 
+def _has_scaled_mm():
+    from minir1.fp8.gemm import scaled_mm_available
+
+    return scaled_mm_available()
+
+
+needs_scaled_mm = pytest.mark.skipif(not _has_scaled_mm(), reason="torch._scaled_mm has no CPU kernel here")
+
+
+@needs_scaled_mm
+@pytest.mark.parametrize("a_block, b_block", [((1, 128), (128, 128)), ((1, 128), (1, 128)), (None, None)])
+def test_scaled_mm_backend_computes_the_same_numbers(a_block, b_block):
+    """torch._scaled_mm with row-wise scales per K slice = the dequantising reference (CPU kernel here; the same
+    call runs on FP8 tensor cores)."""
+    from minir1.fp8 import fp8_matmul
+
+    torch.manual_seed(0)
+    a, b = torch.randn(37, 300), torch.randn(200, 300)
+    torch.testing.assert_close(fp8_matmul(a, b, a_block=a_block, b_block=b_block, backend="scaled_mm"),
+                               _reference_gemm(a, b, a_block, b_block), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="backend"):
+        fp8_matmul(a, b, backend="cublas")
+
+
+@needs_scaled_mm
+def test_scaled_mm_padding_to_multiples_of_16_changes_nothing():
+    from minir1.fp8.gemm import _scaled_mm_slice
+
+    torch.manual_seed(0)
+    qa, qb = torch.randn(37, 100).to(torch.float8_e4m3fn), torch.randn(21, 100).to(torch.float8_e4m3fn)
+    sa, sb = torch.rand(37) + 0.5, torch.rand(21) + 0.5
+    plain = _scaled_mm_slice(qa, qb, sa, sb, multiple=1)
+    padded = _scaled_mm_slice(qa, qb, sa, sb, multiple=16)  # what runs on CUDA
+    assert padded.shape == (37, 21)
+    torch.testing.assert_close(padded, plain, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(plain, (qa.float() @ qb.float().T) * sa[:, None] * sb, rtol=1e-5, atol=1e-4)
+
+
+@needs_scaled_mm
+def test_fp8_linear_scaled_mm_recipe_matches_the_dequant_recipe():
+    from dataclasses import replace
+
+    from minir1.fp8 import Fp8Linear
+    from minir1.fp8.linear import RECIPES
+
+    for name in ("deepseek", "tensorwise"):  # tensorwise mixes E4M3 and E5M2 operands in backward
+        torch.manual_seed(0)
+        lin = torch.nn.Linear(256, 128, bias=False)
+        x = torch.randn(150, 256, requires_grad=True)
+        dy = torch.randn(150, 128)
+        grads = []
+        for backend in ("dequant", "scaled_mm"):
+            x.grad, lin.weight.grad = None, None
+            y = Fp8Linear.from_linear(lin, replace(RECIPES[name], backend=backend))(x)
+            y.backward(dy)
+            grads.append((y.detach(), x.grad.clone(), lin.weight.grad.clone()))
+        for ref, got in zip(grads[0], grads[1], strict=True):
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
+
+
 def test_fp8_gemm_rejects_mismatched_scales():
     from minir1.fp8 import fp8_gemm
 
@@ -294,13 +354,93 @@ def test_ema_and_relative_gap():
     assert relative_gap([2.0, 1.0], [2.0, 1.0], last=2) == 0.0
 
 
-def test_outlier_injection_scales_the_norm_channels():
+def test_channel_outlier_injection_scales_the_norm_channels():
     from minir1 import ModelConfig, Transformer
-    from minir1.fp8.fidelity import inject_activation_outliers
+    from minir1.fp8.fidelity import inject_channel_outliers
 
     torch.manual_seed(0)
     model = Transformer(ModelConfig.preset("tiny"))
     before = model.layers[0].attn_norm.weight.clone()
-    inject_activation_outliers(model, 1000.0, channels=(3,))
+    inject_channel_outliers(model, 1000.0, channels=(3,))
     after = model.layers[0].attn_norm.weight
     assert after[3] == 1000.0 * before[3] and torch.equal(after[4:], before[4:])
+
+
+def test_token_outlier_injection_scales_every_nth_position_and_is_removable():
+    from minir1 import ModelConfig, Transformer
+    from minir1.fp8.fidelity import inject_token_outliers
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig.preset("tiny"))
+    x = torch.randn(2, 70, model.cfg.dim)
+    norm = model.layers[0].ffn_norm
+    plain = norm(x)
+    handles = inject_token_outliers(model, 100.0, every=32)
+    assert len(handles) == 2 * len(model.layers)
+    hooked = norm(x)
+    scaled = torch.zeros(70, dtype=torch.bool)
+    scaled[[0, 32, 64]] = True
+    torch.testing.assert_close(hooked[:, scaled], 100.0 * plain[:, scaled])
+    assert torch.equal(hooked[:, ~scaled], plain[:, ~scaled])
+    for h in handles:
+        h.remove()
+    assert torch.equal(norm(x), plain)
+    with pytest.raises(ValueError, match="every"):
+        inject_token_outliers(model, 10.0, every=0)
+
+
+def test_perturb_weights_is_small_seeded_and_leaves_global_rng_alone():
+    from minir1 import ModelConfig, Transformer
+    from minir1.fp8.fidelity import perturb_weights
+
+    torch.manual_seed(0)
+    a, b = Transformer(ModelConfig.preset("tiny")), Transformer(ModelConfig.preset("tiny"))
+    b.load_state_dict(a.state_dict())
+    state = torch.get_rng_state()
+    perturb_weights(a, 1e-3, seed=1)
+    assert torch.equal(state, torch.get_rng_state())
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        rel = ((pa - pb) / pb.abs().clamp_min(1e-12)).abs()
+        assert rel.max() < 6e-3, name  # 1e-3 * |N(0,1)|, below 6 sigma
+    assert any(not torch.equal(pa, pb) for pa, pb in zip(a.parameters(), b.parameters(), strict=True))
+    c, d = Transformer(ModelConfig.preset("tiny")), Transformer(ModelConfig.preset("tiny"))
+    c.load_state_dict(b.state_dict())
+    d.load_state_dict(b.state_dict())
+    perturb_weights(c, 1e-3, seed=1)
+    perturb_weights(d, 1e-3, seed=2)
+    assert all(torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(), strict=True))  # same seed
+    assert not all(torch.equal(pa, pd) for pa, pd in zip(a.parameters(), d.parameters(), strict=True))
+
+
+def test_fidelity_report_statistics():
+    from minir1.fp8.fidelity import NOISE_FLOOR, Curve, FidelityReport
+
+    rep = FidelityReport(steps=20, outliers="none", seeds=[0, 1], labels=[NOISE_FLOOR, "deepseek"])
+    for s, (noise, fp8) in enumerate([(1.03, 1.01), (0.96, 1.03)]):
+        rep.curves["off", s] = Curve("off", [1.0] * 20, 2.0)
+        rep.curves[NOISE_FLOOR, s] = Curve("off", [1.0] * 10 + [noise] * 10, 2.0)
+        rep.curves["deepseek", s] = Curve("deepseek", [1.0] * 10 + [fp8] * 10, 7.0)
+    assert rep.gaps("deepseek", step=10) == [0.0, 0.0]  # identical until step 10
+    # read at step 15: the window is the last 15 // 10 = 1 step, where the EMA has seen 5 steps of the offset
+    assert rep.gaps("deepseek", step=15)[0] == pytest.approx(0.01 * (1 - 0.9**5))
+    with pytest.raises(ValueError, match="step"):
+        rep.gaps("deepseek", step=21)
+    d = rep.gaps("deepseek")
+    # EMA(0.9) of a step of 0.01 at step 10, averaged over the last 2 of 20 steps
+    assert d[0] == pytest.approx(0.01 * (2 - 0.9**9 - 0.9**10) / 2) and d[1] == pytest.approx(3 * d[0])
+    assert rep.mean("deepseek") == pytest.approx(sum(d) / 2)
+    assert rep.stderr("deepseek") == pytest.approx(abs(d[1] - d[0]) / 2)
+    n = rep.gaps(NOISE_FLOOR)
+    assert rep.noise_floor() == pytest.approx(((n[0] ** 2 + n[1] ** 2) / 2) ** 0.5) and n[1] < 0 < n[0]
+    assert rep.slowdown("deepseek") == pytest.approx(3.5)
+
+
+def test_loss_curve_is_deterministic_and_rejects_unknown_outliers():
+    from minir1.fp8.fidelity import loss_curve
+
+    a, b = loss_curve("off", 3, batch_size=2, seq_len=32), loss_curve("off", 3, batch_size=2, seq_len=32)
+    assert a.losses == b.losses
+    c = loss_curve("off", 3, batch_size=2, seq_len=32, perturb=1e-3)
+    assert c.losses[0] != a.losses[0] and abs(c.losses[0] - a.losses[0]) < 1e-2
+    with pytest.raises(ValueError, match="outliers"):
+        loss_curve("off", 3, outliers="rows")

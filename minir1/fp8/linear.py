@@ -37,6 +37,7 @@ class Fp8Recipe:
     fwd_fmt: str = "e4m3"
     bwd_fmt: str = "e4m3"
     pow2_scale: bool = False
+    backend: str = "dequant"  # fp8_gemm's: "dequant" (fp32 matmul of FP8 values) or "scaled_mm" (torch._scaled_mm)
 
 
 RECIPES = {
@@ -60,7 +61,7 @@ class _Fp8LinearFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, r: Fp8Recipe) -> torch.Tensor:  # type: ignore[override]
         qx, sx = quantize(x, r.fwd_fmt, r.act_block, r.pow2_scale)
         qw, sw = quantize(weight, r.fwd_fmt, r.weight_block, r.pow2_scale)
-        y = fp8_gemm(qx, sx, qw, sw)
+        y = fp8_gemm(qx, sx, qw, sw, backend=r.backend)
         qx_t, sx_t = quantize(x, r.fwd_fmt, r.wgrad_block, r.pow2_scale)  # cached for Wgrad, in FP8
         ctx.save_for_backward(qx_t, sx_t, qw, sw)
         ctx.recipe, ctx.x_dtype = r, x.dtype
@@ -73,10 +74,10 @@ class _Fp8LinearFunction(torch.autograd.Function):
         dy = dy.contiguous()
         # Dgrad: dx [T, K] = dy [T, N] . (W^T [K, N])^T; W's 128x128 block scales transpose with it
         qdy, sdy = quantize(dy, r.bwd_fmt, r.act_block, r.pow2_scale)
-        dx = fp8_gemm(qdy, sdy, qw.T, _t(sw))
+        dx = fp8_gemm(qdy, sdy, qw.T, _t(sw), backend=r.backend)
         # Wgrad: dW [N, K] = dy^T [N, T] . (x^T [K, T])^T, both scaled per 128 tokens
         qdy_t, sdy_t = quantize(dy, r.bwd_fmt, r.wgrad_block, r.pow2_scale)
-        dw = fp8_gemm(qdy_t.T, _t(sdy_t), qx_t.T, _t(sx_t))
+        dw = fp8_gemm(qdy_t.T, _t(sdy_t), qx_t.T, _t(sx_t), backend=r.backend)
         return dx.to(ctx.x_dtype), dw, None
 
 

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 NB_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300 --dist loadfile -p no:cacheprovider
 
-.PHONY: venv demo test unit nbtest lab bench notebooks lint clean
+.PHONY: venv demo test unit nbtest lab bench notebooks lint clean ship-base
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,3 +49,8 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Maintainers: after retraining the cpu base model (`minir1 pretrain --profile cpu`), refresh the float16 copy
+# in data/base-cpu that CI and the RL lessons start from.
+ship-base: venv
+	$(PY) -c "from minir1.train.pretrain import ship_base; print(ship_base())"

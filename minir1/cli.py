@@ -119,6 +119,25 @@ def _sft(args: argparse.Namespace) -> None:
           f"checkpoint {args.out}/checkpoint")
 
 
+def _r1_zero(args: argparse.Namespace) -> None:
+    from minir1 import profile
+    from minir1.rl.r1zero import format_summary, run_r1_zero
+
+    name = args.profile or profile.current()
+
+    def show(row: dict[str, float]) -> None:
+        if "heldout_accuracy" in row:
+            print(f"step {int(row['step']):>4}: held-out accuracy {row['heldout_accuracy']:.1%}, reasons first "
+                  f"{row['heldout_reasoning']:.1%}, mean length {row['heldout_length']:.1f} tokens", flush=True)
+
+    tasks = tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None
+    levels = tuple(int(v) for v in args.levels.split(",")) if args.levels else None
+    result = run_r1_zero(name, out=args.out, steps=args.steps, on_log=show, tasks=tasks, levels=levels)
+    out = args.out or f"runs/r1zero-{name}"
+    print(format_summary(result.summary))
+    print(f"log {out}/grpo.jsonl, samples {out}/samples.json, checkpoint {out}/checkpoint")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minir1", description="DeepSeek-V3 and R1 in miniature.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -167,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=50, help="held-out problems per task and level (<= 200)")
     p.add_argument("--modes", default="free,direct,reason", help="comma-separated subset of free,direct,reason")
     p.set_defaults(func=_eval)
+    p = sub.add_parser("r1-zero", help="R1-Zero: GRPO with rule rewards straight from the base model")
+    p.add_argument("--profile", choices=["ci", "cpu", "gpu"], default=None,
+                   help="run size and whose base model (default: MINIR1_PROFILE, else gpu with CUDA, else cpu)")
+    p.add_argument("--out", default=None, help="output directory (default runs/r1zero-PROFILE)")
+    p.add_argument("--steps", type=int, default=None, help="override the profile's GRPO step count")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks to train and evaluate on (default add,sub,mul)")
+    p.add_argument("--levels", default=None, help="comma-separated levels (default 3,4)")
+    p.set_defaults(func=_r1_zero)
     args = parser.parse_args(argv)
     args.func(args)
     return 0

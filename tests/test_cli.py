@@ -4,10 +4,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from minir1.cli import main
 
-COMMANDS = ["demo", "params", "data", "pretrain", "sft", "eval"]
+COMMANDS = ["demo", "params", "data", "pretrain", "sft", "eval", "r1-zero"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -59,6 +60,41 @@ def test_load_base_trains_once_then_loads(tmp_path, monkeypatch):
     assert meta["step"] == 2 and (tmp_path / "base-ci" / "checkpoint").exists()
     again, _, _ = pt.load_base("ci", train_if_missing=False)
     assert all((a == b).all() for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
+
+
+def test_ship_base_stores_float16_and_load_rl_base_prefers_a_trained_run(tmp_path, monkeypatch):
+    from minir1 import ModelConfig, Transformer
+    from minir1.data.tokenizer import Tokenizer
+    from minir1.train import pretrain as pt
+    from minir1.train.loop import save_checkpoint
+
+    tok = Tokenizer()
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig.preset("tiny", vocab_size=tok.vocab_size, dim=64, n_layers=2))
+    save_checkpoint(tmp_path / "trained", model, tok, step=7)
+    shipped = pt.ship_base(tmp_path / "trained", tmp_path / "shipped")
+    assert safetensors_dtypes(shipped / "model.safetensors") == {"F16"}
+    monkeypatch.setattr(pt, "shipped_base_dir", lambda: shipped)
+    monkeypatch.setenv("MINIR1_RUNS", str(tmp_path / "runs"))  # no runs/base-cpu: the shipped copy is used
+    loaded, _, meta = pt.load_rl_base("ci")
+    assert meta["step"] == 7 and meta["extra"]["stored_dtype"] == "float16"
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert b.dtype == a.dtype and torch.equal(a.half().to(a.dtype), b), name
+    save_checkpoint(tmp_path / "runs" / "base-cpu" / "checkpoint", model, tok, step=9)  # a trained run wins
+    assert pt.load_rl_base("cpu")[2]["step"] == 9
+
+
+def safetensors_dtypes(path):
+    header = json.loads(path.read_bytes()[8:8 + int.from_bytes(path.read_bytes()[:8], "little")])
+    return {v["dtype"] for k, v in header.items() if k != "__metadata__" and v["dtype"].startswith("F")}
+
+
+def test_shipped_base_model_is_in_the_repository():
+    from minir1.train.pretrain import shipped_base_dir
+
+    meta = json.loads((shipped_base_dir() / "config.json").read_text())
+    assert meta["step"] == 5000 and meta["extra"]["stored_dtype"] == "float16"
+    assert safetensors_dtypes(shipped_base_dir() / "model.safetensors") == {"F16"}
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):

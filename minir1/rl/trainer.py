@@ -32,7 +32,7 @@ from minir1.infer.generate import sample
 from minir1.model.transformer import Transformer
 from minir1.rl.grpo import group_advantages, grpo_loss
 from minir1.rl.rewards import accuracy_reward, format_reward
-from minir1.train.evaluate import is_reasoned
+from minir1.train.evaluate import has_check, is_reasoned
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,8 @@ class GRPOTrainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.samples: dict[int, list[tuple[str, str, float]]] = {}  # step -> (question, completion, reward)
+        self.rollouts: dict[int, list[dict]] = {}  # step -> the first groups' samples with per-token log-probs
+        self.keep_groups = 2  # how many groups per step ``rollouts`` keeps (for the rollout browser)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
     def rollout(self) -> dict:
@@ -177,14 +179,21 @@ class GRPOTrainer:
         groups = roll["rewards"].view(-1, cfg.group_size)
         entropy = -(old_lp * mask).sum() / mask.sum().clamp_min(1)  # mean surprisal of the sampled tokens
         reasoned = [is_reasoned(t) for t in roll["texts"]]
+        checked = [has_check(t) for t in roll["texts"]]
         self.step += 1
         row = {"step": self.step, "reward": roll["rewards"].mean().item(), "accuracy": roll["acc"].mean().item(),
                "format": roll["fmt"].mean().item(), "length": roll["lengths"].mean().item(),
-               "reasoning": sum(reasoned) / len(reasoned), "kl": sum(s.kl for s in stats) / len(stats),
+               "reasoning": sum(reasoned) / len(reasoned), "self_checks": sum(checked) / len(checked),
+               "kl": sum(s.kl for s in stats) / len(stats),
                "entropy": entropy.item(), "clip_fraction": sum(s.clip_fraction for s in stats) / len(stats),
                "zero_variance_groups": (groups.std(dim=1, unbiased=False) == 0).float().mean().item(),
                "loss": sum(s.loss.item() for s in stats) / len(stats),
                "sample_s": t_sample, "step_s": time.perf_counter() - t0}
+        keep = min(len(roll["prompts"]), self.keep_groups * cfg.group_size)
+        self.rollouts[self.step] = [
+            {"question": roll["problems"][i].question, "answer": roll["problems"][i].answer,
+             "tokens": roll["completions"][i], "logprobs": old_lp[i, : len(roll["completions"][i])].tolist(),
+             "reward": roll["rewards"][i].item(), "advantage": adv[i].item()} for i in range(keep)]
         self.samples[self.step] = [(p.question, t, r) for p, t, r in
                                    zip(roll["problems"][:4], roll["texts"][:4], roll["rewards"][:4].tolist(),
                                        strict=True)]

@@ -10,8 +10,10 @@ by default; R1-Zero-style RL is what closes it.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
+
+import torch
 
 from minir1.data.datasets import prompt_for
 from minir1.data.tasks import Problem
@@ -19,7 +21,7 @@ from minir1.data.templates import DIRECT_PREFIX, REASON_PREFIX
 from minir1.data.tokenizer import Tokenizer
 from minir1.infer.generate import sample
 from minir1.model.transformer import Transformer
-from minir1.rl.rewards import accuracy_reward, format_reward
+from minir1.rl.rewards import accuracy_reward, extract_answer, format_reward, parse_integer
 
 MODES = ("free", "direct", "reason")
 
@@ -54,6 +56,60 @@ def evaluate(model: Transformer, tok: Tokenizer, problems: list[Problem], mode: 
             results.append(EvalResult(p, mode, text, accuracy_reward(text, p.answer) == 1.0,
                                       format_reward(text) == 1.0, is_reasoned(text)))
     return results
+
+
+@dataclass
+class SampledEval:
+    """k samples per problem at a temperature: pass@1 (mean accuracy of the samples), pass@k (any sample right)
+    and maj@k (the most frequent parsed answer is right; ties go to the answer seen first), as R1 reports them
+    (pass@1 over 16 samples, cons@64 = majority vote; facts §9.3)."""
+
+    k: int
+    pass1: float
+    passk: float
+    majk: float
+    correct: list[list[bool]]  # per problem, per sample
+    completions: list[list[str]]
+
+
+def majority_answer(completions: list[str]) -> int | None:
+    """The most frequent well-parsed answer (ties: the one seen first); None if no completion has one."""
+    answers = [a for a in (parse_integer(extract_answer(t)) for t in completions) if a is not None]
+    return Counter(answers).most_common(1)[0][0] if answers else None
+
+
+def sampled_eval(model: Transformer, tok: Tokenizer, problems: list[Problem], k: int, temperature: float = 1.0,
+                 template: str = "r1_zero", max_new_tokens: int = 160, batch_size: int = 128,
+                 seed: int = 0) -> SampledEval:
+    """Sample ``k`` completions per problem (free mode) and score pass@1, pass@k and majority vote."""
+    if k < 1:
+        raise ValueError(f"k={k}: must be >= 1")
+    gen = torch.Generator().manual_seed(seed)
+    stops = [tok.token_id("</answer>"), tok.eos_id]
+    flat = [p for p in problems for _ in range(k)]
+    texts: list[str] = []
+    for start in range(0, len(flat), batch_size):
+        chunk = flat[start:start + batch_size]
+        prompts = [tok.encode(prompt_for(p.question, template), bos=True) for p in chunk]
+        room = model.cfg.max_seq_len - max(len(p) for p in prompts)
+        out = sample(model, prompts, min(max_new_tokens, room), temperature=temperature, stop_ids=stops,
+                     pad_id=tok.pad_id, generator=gen)
+        texts += [tok.decode(ids) for ids in out.completions()]
+    completions = [texts[i * k:(i + 1) * k] for i in range(len(problems))]
+    correct = [[accuracy_reward(t, p.answer) == 1.0 for t in group] for p, group in zip(problems, completions,
+                                                                                        strict=True)]
+    votes = [majority_answer(group) == p.answer for p, group in zip(problems, completions, strict=True)]
+    n = len(problems)
+    return SampledEval(k, sum(map(sum, correct)) / (n * k), sum(map(any, correct)) / n, sum(votes) / n, correct,
+                       completions)
+
+
+CHECK_MARK = "check "  # how the corpus writes a self-check step inside <think> (``check 15979-7836=8143``)
+
+
+def has_check(completion: str) -> bool:
+    """The reasoning contains a self-check step (the corpus' ``check a-b=c``)."""
+    return CHECK_MARK in completion.split("</think>")[0]
 
 
 def is_reasoned(completion: str) -> bool:

@@ -108,13 +108,17 @@ class CheckpointError(RuntimeError):
 # ------------------------------------------------------------------------------------------ checkpoints
 def save_checkpoint(path: str | Path, model: Transformer, tokenizer: Tokenizer, step: int,
                     optimizer: torch.optim.Optimizer | None = None, train_cfg: TrainConfig | None = None,
-                    extra: dict[str, Any] | None = None) -> Path:
-    """Write a checkpoint directory atomically: build it under a temporary name, then rename it into place."""
+                    extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+    """Write a checkpoint directory atomically: build it under a temporary name, then rename it into place.
+
+    ``dtype`` stores the floating-point weights in that type (e.g. float16 for a shipped copy); loading casts
+    them back to the model's dtype."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous().cpu()
+             for k, v in model.state_dict().items()}
     save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
     meta = {"format": CHECKPOINT_FORMAT, "step": step, "model": model.cfg.to_dict(),
             "train": dataclasses.asdict(train_cfg) if train_cfg else None, "extra": extra or {}}

@@ -32,7 +32,7 @@ from minir1.data.testsets import test_set
 from minir1.data.tokenizer import Tokenizer
 from minir1.model.transformer import Transformer
 from minir1.train.evaluate import MODES, EvalResult, accuracy_by_level, accuracy_table, evaluate
-from minir1.train.loop import TrainConfig, Trainer, load_model
+from minir1.train.loop import TrainConfig, Trainer, load_model, save_checkpoint
 
 
 @dataclass(frozen=True)
@@ -176,6 +176,38 @@ def load_base(profile_name: str | None = None, train_if_missing: bool = True,
     return load_model(ckpt)
 
 
+def shipped_base_dir() -> Path:
+    """``data/base-cpu`` in the repository: the ``cpu`` recipe's base model (``minir1 pretrain --profile cpu``,
+    5,000 steps), its weights stored in float16 to keep the repository small (``make ship-base`` rewrites it)."""
+    return Path(__file__).resolve().parents[2] / "data" / "base-cpu"
+
+
+def ship_base(src: str | Path | None = None, dst: str | Path | None = None) -> Path:
+    """Copy a trained base model (default ``runs/base-cpu``) into ``data/base-cpu`` with float16 weights."""
+    model, tok, meta = load_model(Path(src) if src else base_dir("cpu") / "checkpoint")
+    extra = {**meta.get("extra", {}), "shipped_from": "minir1 pretrain --profile cpu", "stored_dtype": "float16"}
+    return save_checkpoint(Path(dst) if dst else shipped_base_dir(), model, tok, meta["step"], extra=extra,
+                           dtype=torch.float16)
+
+
+def load_rl_base(profile_name: str | None = None,
+                 progress: bool = True) -> tuple[Transformer, Tokenizer, dict[str, Any]]:
+    """The base model RL starts from (``minir1 r1-zero`` and lessons 09-11).
+
+    ``gpu``: ``load_base("gpu")``. ``ci`` and ``cpu``: the ``cpu`` recipe's model, from ``runs/base-cpu`` if you
+    trained it, else the copy shipped in ``data/base-cpu``. A minute of ``ci`` pre-training teaches the model
+    nothing to reason with, and the ``cpu`` recipe takes most of an hour, so CI and a first read of the RL
+    lessons start from the shipped copy; RL on it measures the same thing.
+    """
+    name = profile_name or profile.current()
+    if name == "gpu":
+        return load_base("gpu", progress=progress)
+    trained = base_dir("cpu") / "checkpoint"
+    if trained.exists() or not shipped_base_dir().exists():
+        return load_base("cpu", progress=progress)
+    return load_model(shipped_base_dir())
+
+
 def sft(init: str | Path, out: str | Path, docs: list[Document], steps: int, batch_size: int = 16,
         seq_len: int = 256, lr: float = 1e-3, seed: int = 0, progress: bool = True) -> Trainer:
     """Fine-tune the checkpoint at ``init`` on ``docs``: loss on completions only, packed samples isolated from
@@ -189,6 +221,6 @@ def sft(init: str | Path, out: str | Path, docs: list[Document], steps: int, bat
     return trainer
 
 
-__all__ = ["DEMO_RECIPE", "RECIPES", "PretrainRecipe", "base_dir", "heldout_eval", "load_base", "model_config",
-           "pretrain", "run_evaluation", "runs_dir", "sft",
+__all__ = ["DEMO_RECIPE", "RECIPES", "PretrainRecipe", "base_dir", "heldout_eval", "load_base", "load_rl_base",
+           "model_config", "pretrain", "run_evaluation", "runs_dir", "sft", "ship_base", "shipped_base_dir",
            "summarize", "write_summary"]

@@ -7,7 +7,7 @@ response length growing as the model learns to think before it answers (R1 Fig. 
 version of "reflection": how often a completion ends its reasoning with a self-check (``check 15979-7836=8143``),
 which a quarter of the corpus' worked add/sub solutions do, and whether checked answers are more accurate.
 
-``run_r1_zero(profile)`` loads ``runs/base-PROFILE``, measures the held-out set, runs GRPO with a held-out
+``run_r1_zero(profile)`` loads the base model (``load_rl_base``), measures the held-out set, runs GRPO with a held-out
 check every ``eval_every`` steps, and writes ``runs/r1zero-PROFILE``: the checkpoint, ``grpo.jsonl`` (one row
 per step), ``samples.json`` (training samples from every step and greedy held-out completions before and
 after) and ``summary.json``.
@@ -101,15 +101,17 @@ def run_r1_zero(profile_name: str | None = None, out: str | Path | None = None, 
         (out / "grpo.jsonl").unlink()  # a fresh run, not appended to an old log
     problems: list[Problem] = evaluation_problems(recipe.eval_n, recipe.eval_tasks, recipe.eval_levels)
 
-    def check(m: Transformer) -> dict[str, float]:
-        return heldout_metrics(evaluate(m, tok, problems, "free", template=cfg.template), tok)
+    checks: list[list[EvalResult]] = []  # fit() checks at step 0, every eval_every steps and at the last step
 
-    before = evaluate(model, tok, problems, "free", template=cfg.template)
+    def check(m: Transformer) -> dict[str, float]:
+        checks.append(evaluate(m, tok, problems, "free", template=cfg.template))
+        return heldout_metrics(checks[-1], tok)
+
     trainer = GRPOTrainer(model, tok, cfg, out_dir=out, eval_fn=check, eval_every=recipe.eval_every, on_log=on_log)
     t0 = time.perf_counter()
     history = trainer.fit(progress=progress)
     wall = time.perf_counter() - t0
-    after = evaluate(model, tok, problems, "free", template=cfg.template)
+    before, after = checks[0], checks[-1]
     save_checkpoint(out / "checkpoint", model, tok, trainer.step, extra={"stage": "r1-zero", "profile": name})
     rl_seconds = sum(row.get("step_s", 0.0) for row in history)
     summary = {"profile": name, "steps": trainer.step, "rl_seconds": rl_seconds, "wall_seconds": wall,

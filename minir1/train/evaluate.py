@@ -43,19 +43,26 @@ def evaluate(model: Transformer, tok: Tokenizer, problems: list[Problem], mode: 
         raise ValueError(f"mode={mode!r}: must be one of {MODES}")
     prefix = {"free": "", "direct": DIRECT_PREFIX, "reason": REASON_PREFIX}[mode]
     banned = [tok.token_id("</think>")] if mode == "reason" else []
+    texts = complete(model, tok, problems, template, prefix, max_new_tokens, batch_size, banned_first=banned)
+    return [EvalResult(p, mode, prefix + t, accuracy_reward(prefix + t, p.answer) == 1.0,
+                       format_reward(prefix + t) == 1.0, is_reasoned(prefix + t))
+            for p, t in zip(problems, texts, strict=True)]
+
+
+def complete(model: Transformer, tok: Tokenizer, problems: list[Problem], template: str = "r1_zero",
+             prefix: str = "", max_new_tokens: int = 160, batch_size: int = 64, temperature: float = 0.0,
+             banned_first: list[int] | None = None, generator: torch.Generator | None = None) -> list[str]:
+    """One completion per problem (prompt + ``prefix``), in batches, stopping at ``</answer>`` or eos."""
     stops = [tok.token_id("</answer>"), tok.eos_id]
-    results: list[EvalResult] = []
+    texts: list[str] = []
     for start in range(0, len(problems), batch_size):
         chunk = problems[start:start + batch_size]
         prompts = [tok.encode(prompt_for(p.question, template) + prefix, bos=True) for p in chunk]
         room = model.cfg.max_seq_len - max(len(p) for p in prompts)
-        out = sample(model, prompts, min(max_new_tokens, room), temperature=0.0, stop_ids=stops,
-                     pad_id=tok.pad_id, banned_first=banned)
-        for p, ids in zip(chunk, out.completions(), strict=True):
-            text = prefix + tok.decode(ids)
-            results.append(EvalResult(p, mode, text, accuracy_reward(text, p.answer) == 1.0,
-                                      format_reward(text) == 1.0, is_reasoned(text)))
-    return results
+        out = sample(model, prompts, min(max_new_tokens, room), temperature=temperature, stop_ids=stops,
+                     pad_id=tok.pad_id, banned_first=banned_first or [], generator=generator)
+        texts += [tok.decode(ids) for ids in out.completions()]
+    return texts
 
 
 @dataclass
@@ -84,17 +91,9 @@ def sampled_eval(model: Transformer, tok: Tokenizer, problems: list[Problem], k:
     """Sample ``k`` completions per problem (free mode) and score pass@1, pass@k and majority vote."""
     if k < 1:
         raise ValueError(f"k={k}: must be >= 1")
-    gen = torch.Generator().manual_seed(seed)
-    stops = [tok.token_id("</answer>"), tok.eos_id]
     flat = [p for p in problems for _ in range(k)]
-    texts: list[str] = []
-    for start in range(0, len(flat), batch_size):
-        chunk = flat[start:start + batch_size]
-        prompts = [tok.encode(prompt_for(p.question, template), bos=True) for p in chunk]
-        room = model.cfg.max_seq_len - max(len(p) for p in prompts)
-        out = sample(model, prompts, min(max_new_tokens, room), temperature=temperature, stop_ids=stops,
-                     pad_id=tok.pad_id, generator=gen)
-        texts += [tok.decode(ids) for ids in out.completions()]
+    texts = complete(model, tok, flat, template, "", max_new_tokens, batch_size, temperature,
+                     generator=torch.Generator().manual_seed(seed))
     completions = [texts[i * k:(i + 1) * k] for i in range(len(problems))]
     correct = [[accuracy_reward(t, p.answer) == 1.0 for t in group] for p, group in zip(problems, completions,
                                                                                         strict=True)]

@@ -35,11 +35,13 @@ class LatentCache:
     ``kv``: (n_layers, B, max_len, kv_lora_rank); ``pe``: (n_layers, B, max_len, qk_rope_head_dim).
     ``pad`` (B, max_len), optional, marks slots that hold left padding; they are never attended to. Because RoPE
     scores depend only on relative position, left-padded sequences need no position shift, only this mask.
+    ``first_layer``: the model layer held in slot 0, so an MTP module's block (layer ``n_layers + k - 1``) can
+    keep a cache of its one layer (``n_layers=1, first_layer=n_layers + k - 1``) instead of the whole model's.
     """
 
     def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int | None = None,
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
-                 n_layers: int | None = None) -> None:
+                 n_layers: int | None = None, first_layer: int = 0) -> None:
         max_len = max_len or cfg.max_seq_len
         if max_len > cfg.max_seq_len:
             raise ValueError(f"LatentCache max_len={max_len} exceeds ModelConfig.max_seq_len={cfg.max_seq_len}")
@@ -48,6 +50,7 @@ class LatentCache:
         self.pe = torch.zeros(n_layers, batch_size, max_len, cfg.qk_rope_head_dim, device=device, dtype=dtype)
         self.pad: torch.Tensor | None = None
         self.length = 0  # number of filled slots (the same for every sequence)
+        self.first_layer = first_layer
 
     @property
     def max_len(self) -> int:
@@ -55,6 +58,15 @@ class LatentCache:
 
     def nbytes(self) -> int:
         return self.kv.nbytes + self.pe.nbytes
+
+    def truncate(self, length: int) -> None:
+        """Forget every slot from ``length`` on (speculative decoding drops a rejected draft this way).
+
+        Nothing needs erasing: attention reads only slots below ``length``, and the next tokens overwrite the rest.
+        """
+        if not 0 <= length <= self.length:
+            raise ValueError(f"LatentCache.truncate({length}): must be between 0 and the filled length {self.length}")
+        self.length = length
 
 
 class MLA(nn.Module):
@@ -112,9 +124,10 @@ class MLA(nn.Module):
             start, end = cache.length, cache.length + T
             if end > cache.max_len:
                 raise ValueError(f"LatentCache is full: {end} tokens > max_len={cache.max_len}")
-            cache.kv[self.layer_id, :B, start:end] = kv.to(cache.kv.dtype)
-            cache.pe[self.layer_id, :B, start:end] = k_pe.to(cache.pe.dtype)
-            kv, k_pe = cache.kv[self.layer_id, :B, :end].to(x.dtype), cache.pe[self.layer_id, :B, :end].to(x.dtype)
+            layer = self.layer_id - cache.first_layer
+            cache.kv[layer, :B, start:end] = kv.to(cache.kv.dtype)
+            cache.pe[layer, :B, start:end] = k_pe.to(cache.pe.dtype)
+            kv, k_pe = cache.kv[layer, :B, :end].to(x.dtype), cache.pe[layer, :B, :end].to(x.dtype)
             mask, causal = _decode_mask(start, T, end, cache.pad, B, x.device), False
 
         if attn_impl == "naive":

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from minir1.config import ModelConfig
+from minir1.model.mla import LatentCache
 from minir1.model.norm import RMSNorm
 
 
@@ -36,8 +37,16 @@ class MTPModule(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)  # applied before the shared head
 
     def forward(self, h_prev: torch.Tensor, emb_next: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                balance_alpha: float = 0.0,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """h_prev: h^{k-1} (B, T-k, dim); emb_next: Emb(t_{i+k}) (B, T-k, dim) -> (h^k, balance loss or None)."""
+                balance_alpha: float = 0.0, mask: torch.Tensor | None = None,
+                cache: LatentCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """h_prev: h^{k-1} (B, T-k, dim); emb_next: Emb(t_{i+k}) (B, T-k, dim) -> (h^k, balance loss or None).
+
+        ``cache``: this module's own ``LatentCache`` (``n_layers=1, first_layer=self.block.layer_id``) for drafting
+        (``minir1.infer.speculative``): the positions continue the cached ones and the cache advances by them.
+        Training passes none and attends over the whole sequence at once.
+        """
         h = self.eh_proj(torch.cat([self.enorm(emb_next), self.hnorm(h_prev)], dim=-1))
-        return self.block(h, cos, sin, balance_alpha=balance_alpha, mask=mask)
+        out = self.block(h, cos, sin, cache, balance_alpha=balance_alpha, mask=mask)
+        if cache is not None:  # the block is the cache's only layer, so nobody else advances it
+            cache.length += h.shape[1]
+        return out

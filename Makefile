@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 NB_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300 --dist loadfile -p no:cacheprovider
 
-.PHONY: venv demo test unit nbtest lab bench notebooks lint clean ship-base
+.PHONY: venv demo demo-fast test unit nbtest lab bench notebooks lint clean ship-base
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,13 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The whole miniature: pre-training demo, the R1 pipeline, distillation, the results table (~25 min on 2 cores).
 demo: venv
 	$(VENV)/bin/minir1 demo
+
+# The same from the shipped base model with short RL stages: under 10 minutes on 2 cores.
+demo-fast: venv
+	$(VENV)/bin/minir1 demo --fast
 
 test: unit nbtest
 
@@ -52,5 +57,9 @@ clean:
 
 # Maintainers: after retraining the cpu base model (`minir1 pretrain --profile cpu`), refresh the float16 copy
 # in data/base-cpu that CI and the RL lessons start from.
+# Likewise the distillation student (`minir1 pretrain --student --profile cpu`) into data/student-cpu, and the
+# teacher traces of `minir1 r1 --profile cpu` into data/r1-traces-cpu.jsonl (lesson 11 and CI distil from them).
 ship-base: venv
 	$(PY) -c "from minir1.train.pretrain import ship_base; print(ship_base())"
+	$(PY) -c "from minir1.train.pretrain import ship_base; print(ship_base(kind='student'))"
+	cp runs/r1-cpu/traces.jsonl data/r1-traces-cpu.jsonl

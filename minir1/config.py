@@ -170,6 +170,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32, original_seq_len=256, max_seq_len=256,
         n_mtp_modules=1,
     ),
+    # The distillation student (lesson 11): a third of the lesson model's width budget, dense (no MoE), no MTP;
+    # ~0.34M parameters against the teacher's 1.6M total / 0.75M active, as R1 distilled into dense models.
+    "student": dict(
+        vocab_size=128, dim=96, inter_dim=256, moe_inter_dim=64, n_layers=3, n_dense_layers=3,
+        n_heads=4, n_routed_experts=16, n_shared_experts=1, n_activated_experts=4, n_expert_groups=4,
+        n_limited_groups=2, score_func="sigmoid", route_scale=1.0, q_lora_rank=48, kv_lora_rank=32,
+        qk_nope_head_dim=24, qk_rope_head_dim=16, v_head_dim=24, original_seq_len=256, max_seq_len=256,
+        n_mtp_modules=0,
+    ),
     # The single-GPU model (100M total, 23M active): 8 groups of 4 experts, top-4 groups, as V3 routes.
     "small": dict(
         vocab_size=128, dim=512, inter_dim=1536, moe_inter_dim=256, n_layers=8, n_dense_layers=1,

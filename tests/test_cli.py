@@ -8,7 +8,7 @@ import torch
 
 from minir1.cli import main
 
-COMMANDS = ["demo", "params", "data", "pretrain", "sft", "eval", "r1-zero"]
+COMMANDS = ["demo", "params", "data", "pretrain", "sft", "eval", "r1-zero", "r1", "distill"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -62,6 +62,49 @@ def test_load_base_trains_once_then_loads(tmp_path, monkeypatch):
     assert all((a == b).all() for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
 
 
+def test_load_student_base_trains_the_student_preset(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from minir1.train import pretrain as pt
+
+    monkeypatch.setenv("MINIR1_RUNS", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="minir1 pretrain --student --profile ci"):
+        pt.load_base("ci", train_if_missing=False, kind="student")
+    monkeypatch.setitem(pt.STUDENT_RECIPES, "ci", replace(pt.STUDENT_RECIPES["ci"], steps=2, eval_n=0, eval_every=0))
+    model, _, meta = pt.load_base("ci", progress=False, kind="student")
+    assert meta["step"] == 2 and (tmp_path / "student-ci" / "checkpoint").exists()
+    assert model.cfg.n_dense_layers == model.cfg.n_layers and not model.moe_layers() and model.cfg.n_mtp_modules == 0
+    with pytest.raises(ValueError, match="kind='teacher'"):
+        pt.base_dir("ci", kind="teacher")
+
+
+def test_shipped_student_is_in_the_repository_and_smaller_than_the_base():
+    from minir1 import count_params
+    from minir1.train.pretrain import load_rl_base, shipped_base_dir
+
+    meta = json.loads((shipped_base_dir("student") / "config.json").read_text())
+    assert meta["extra"]["stored_dtype"] == "float16" and meta["extra"]["shipped_from"].startswith(
+        "minir1 pretrain --student")
+    student = count_params(load_rl_base("ci", progress=False, kind="student")[0].cfg)
+    teacher = count_params(load_rl_base("ci", progress=False)[0].cfg)
+    assert student.total < teacher.activated < teacher.total
+
+
+def test_r1_and_distill_commands(tmp_path, capsys, monkeypatch, micro):
+    from minir1.rl import distill, pipeline
+
+    monkeypatch.setitem(pipeline.PIPELINE_RECIPES, "ci", micro.pipeline)
+    monkeypatch.setitem(distill.DISTILL_RECIPES, "ci", micro.distill)
+    main(["r1", "--profile", "ci", "--out", str(tmp_path / "r1")])
+    out = capsys.readouterr().out
+    assert "rejection sampling:" in out and "| dev3-rejection-sft |" in out
+    traces = tmp_path / "r1" / "traces.jsonl"
+    main(["distill", "--profile", "ci", "--traces", str(traces), "--out", str(tmp_path / "d")])
+    out = capsys.readouterr().out
+    assert f"{len(traces.read_text().splitlines())} teacher traces from given" in out
+    assert "| student RL-only |" in out and (tmp_path / "d" / "results.json").exists()
+
+
 def test_ship_base_stores_float16_and_load_rl_base_prefers_a_trained_run(tmp_path, monkeypatch):
     from minir1 import ModelConfig, Transformer
     from minir1.data.tokenizer import Tokenizer
@@ -74,7 +117,7 @@ def test_ship_base_stores_float16_and_load_rl_base_prefers_a_trained_run(tmp_pat
     save_checkpoint(tmp_path / "trained", model, tok, step=7)
     shipped = pt.ship_base(tmp_path / "trained", tmp_path / "shipped")
     assert safetensors_dtypes(shipped / "model.safetensors") == {"F16"}
-    monkeypatch.setattr(pt, "shipped_base_dir", lambda: shipped)
+    monkeypatch.setattr(pt, "shipped_base_dir", lambda kind="base": shipped)
     monkeypatch.setenv("MINIR1_RUNS", str(tmp_path / "runs"))  # no runs/base-cpu: the shipped copy is used
     loaded, _, meta = pt.load_rl_base("ci")
     assert meta["step"] == 7 and meta["extra"]["stored_dtype"] == "float16"
@@ -97,14 +140,21 @@ def test_shipped_base_model_is_in_the_repository():
     assert safetensors_dtypes(shipped_base_dir() / "model.safetensors") == {"F16"}
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
+def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch, micro):
     from dataclasses import replace
 
+    from minir1.rl import distill, pipeline
     from minir1.train import pretrain as pt
 
     monkeypatch.setattr(pt, "DEMO_RECIPE", replace(pt.DEMO_RECIPE, eval_n=1, eval_every=0, n_docs=500))
+    monkeypatch.setitem(pipeline.PIPELINE_RECIPES, "cpu", micro.pipeline)
+    monkeypatch.setitem(distill.DISTILL_RECIPES, "cpu", micro.distill)
     main(["demo", "--steps", "2", "--out", str(tmp_path / "demo"), "--data", str(tmp_path / "data")])
     out = capsys.readouterr().out
-    assert "rebuilt" in out and "== 3/3 evaluate" in out and "task  level" in out
-    assert out.index("trained in") < out.index("== 3/3")  # training output comes before the evaluation
+    assert "rebuilt" in out and "== 3/4 the R1 pipeline" in out and "task  level" in out
+    assert out.index("trained in") < out.index("== 3/4") < out.index("== 4/4 distillation")
     assert json.loads((tmp_path / "demo" / "eval.json").read_text())["reason"]["add_L1"] in (0.0, 1.0)
+    table = (tmp_path / "demo" / "results.md").read_text().splitlines()
+    assert [line.split(" | ")[0] for line in table[2:]] == [
+        "| base", "| r1-zero", "| dev1-cold-start", "| dev2-reasoning-rl", "| dev3-rejection-sft", "| r1",
+        "| student base", "| student distilled", "| student RL-only"]

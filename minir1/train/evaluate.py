@@ -51,7 +51,8 @@ def evaluate(model: Transformer, tok: Tokenizer, problems: list[Problem], mode: 
 
 def complete(model: Transformer, tok: Tokenizer, problems: list[Problem], template: str = "r1_zero",
              prefix: str = "", max_new_tokens: int = 160, batch_size: int = 64, temperature: float = 0.0,
-             banned_first: list[int] | None = None, generator: torch.Generator | None = None) -> list[str]:
+             banned_first: list[int] | None = None, generator: torch.Generator | None = None,
+             top_p: float = 1.0) -> list[str]:
     """One completion per problem (prompt + ``prefix``), in batches, stopping at ``</answer>`` or eos."""
     stops = [tok.token_id("</answer>"), tok.eos_id]
     texts: list[str] = []
@@ -59,8 +60,8 @@ def complete(model: Transformer, tok: Tokenizer, problems: list[Problem], templa
         chunk = problems[start:start + batch_size]
         prompts = [tok.encode(prompt_for(p.question, template) + prefix, bos=True) for p in chunk]
         room = model.cfg.max_seq_len - max(len(p) for p in prompts)
-        out = sample(model, prompts, min(max_new_tokens, room), temperature=temperature, stop_ids=stops,
-                     pad_id=tok.pad_id, banned_first=banned_first or [], generator=generator)
+        out = sample(model, prompts, min(max_new_tokens, room), temperature=temperature, top_p=top_p,
+                     stop_ids=stops, pad_id=tok.pad_id, banned_first=banned_first or [], generator=generator)
         texts += [tok.decode(ids) for ids in out.completions()]
     return texts
 
@@ -87,13 +88,16 @@ def majority_answer(completions: list[str]) -> int | None:
 
 def sampled_eval(model: Transformer, tok: Tokenizer, problems: list[Problem], k: int, temperature: float = 1.0,
                  template: str = "r1_zero", max_new_tokens: int = 160, batch_size: int = 128,
-                 seed: int = 0) -> SampledEval:
-    """Sample ``k`` completions per problem (free mode) and score pass@1, pass@k and majority vote."""
+                 seed: int = 0, top_p: float = 1.0) -> SampledEval:
+    """Sample ``k`` completions per problem (free mode) and score pass@1, pass@k and majority vote.
+
+    R1 evaluates at temperature 0.6, top-p 0.95 (facts §9.5); lesson 09 samples at the training temperature 1.0.
+    """
     if k < 1:
         raise ValueError(f"k={k}: must be >= 1")
     flat = [p for p in problems for _ in range(k)]
     texts = complete(model, tok, flat, template, "", max_new_tokens, batch_size, temperature,
-                     generator=torch.Generator().manual_seed(seed))
+                     generator=torch.Generator().manual_seed(seed), top_p=top_p)
     completions = [texts[i * k:(i + 1) * k] for i in range(len(problems))]
     correct = [[accuracy_reward(t, p.answer) == 1.0 for t in group] for p, group in zip(problems, completions,
                                                                                         strict=True)]

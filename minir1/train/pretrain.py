@@ -62,6 +62,15 @@ RECIPES = {
 DEMO_RECIPE = PretrainRecipe(steps=450, eval_n=20)
 
 
+# The distillation student (lesson 11): the dense ``student`` preset on the same corpus, pre-trained for less
+# (a smaller model on a smaller budget, as R1's Qwen/Llama students were far smaller than V3).
+STUDENT_RECIPES = {
+    "ci": PretrainRecipe(preset="student", steps=60, batch_size=16, n_docs=4_000, eval_n=10, eval_every=30),
+    "cpu": PretrainRecipe(preset="student", steps=2000),
+    "gpu": PretrainRecipe(preset="student", steps=3000, batch_size=64, n_docs=400_000),
+}
+
+
 def model_config(recipe: PretrainRecipe, tok: Tokenizer, **overrides: Any) -> ModelConfig:
     """The preset with the tokenizer's exact vocabulary (so the model can never emit an id the tokenizer does not
     have, and sampled log-probs are over real tokens only) and the recipe's init std."""
@@ -157,70 +166,95 @@ def runs_dir() -> Path:
     return repo / "runs" if (repo / "pyproject.toml").exists() else Path.cwd() / "runs"
 
 
-def base_dir(profile_name: str | None = None) -> Path:
-    """The documented base-model run of a profile: ``minir1 pretrain --profile P`` writes ``runs/base-P``."""
-    return runs_dir() / f"base-{profile_name or profile.current()}"
+MODELS = ("base", "student")  # what a run directory or a shipped copy holds: the teacher's base or the student's
 
 
-def load_base(profile_name: str | None = None, train_if_missing: bool = True,
-              progress: bool = True) -> tuple[Transformer, Tokenizer, dict[str, Any]]:
+def _check_kind(kind: str) -> None:
+    if kind not in MODELS:
+        raise ValueError(f"kind={kind!r}: must be one of {MODELS}")
+
+
+def base_dir(profile_name: str | None = None, kind: str = "base") -> Path:
+    """The documented pre-training run of a profile: ``minir1 pretrain --profile P`` writes ``runs/base-P``
+    (``kind="student"``: ``minir1 pretrain --student`` writes ``runs/student-P``)."""
+    _check_kind(kind)
+    return runs_dir() / f"{kind}-{profile_name or profile.current()}"
+
+
+def load_base(profile_name: str | None = None, train_if_missing: bool = True, progress: bool = True,
+              kind: str = "base") -> tuple[Transformer, Tokenizer, dict[str, Any]]:
     """The base model the RL lessons start from: loaded from ``base_dir(profile)``, or pre-trained there first
-    with the profile's recipe (about a minute in ``ci``; the ``cpu`` recipe is the ``minir1 pretrain`` run)."""
+    with the profile's recipe (about a minute in ``ci``; the ``cpu`` recipe is the ``minir1 pretrain`` run).
+    ``kind="student"``: the same for the distillation student (``STUDENT_RECIPES``)."""
     name = profile_name or profile.current()
-    ckpt = base_dir(name) / "checkpoint"
+    ckpt = base_dir(name, kind) / "checkpoint"
     if not ckpt.exists():
+        flag = " --student" if kind == "student" else ""
         if not train_if_missing:
-            raise FileNotFoundError(f"no base model at {ckpt}: run `minir1 pretrain --profile {name}` first")
-        print(f"no base model at {ckpt}; pre-training one now (same as `minir1 pretrain --profile {name}`)")
-        pretrain(base_dir(name), RECIPES[name], progress=progress)
+            raise FileNotFoundError(f"no {kind} model at {ckpt}: run `minir1 pretrain{flag} --profile {name}` first")
+        print(f"no {kind} model at {ckpt}; pre-training one now (same as `minir1 pretrain{flag} --profile {name}`)")
+        pretrain(base_dir(name, kind), (STUDENT_RECIPES if kind == "student" else RECIPES)[name], progress=progress)
     return load_model(ckpt)
 
 
-def shipped_base_dir() -> Path:
+def shipped_base_dir(kind: str = "base") -> Path:
     """``data/base-cpu`` in the repository: the ``cpu`` recipe's base model (``minir1 pretrain --profile cpu``,
-    5,000 steps), its weights stored in float16 to keep the repository small (``make ship-base`` rewrites it)."""
-    return Path(__file__).resolve().parents[2] / "data" / "base-cpu"
+    5,000 steps), its weights stored in float16 to keep the repository small (``make ship-base`` rewrites it).
+    ``kind="student"``: ``data/student-cpu``, the distillation student's base (``minir1 pretrain --student``)."""
+    _check_kind(kind)
+    return Path(__file__).resolve().parents[2] / "data" / f"{kind}-cpu"
 
 
-def ship_base(src: str | Path | None = None, dst: str | Path | None = None) -> Path:
-    """Copy a trained base model (default ``runs/base-cpu``) into ``data/base-cpu`` with float16 weights."""
-    model, tok, meta = load_model(Path(src) if src else base_dir("cpu") / "checkpoint")
-    extra = {**meta.get("extra", {}), "shipped_from": "minir1 pretrain --profile cpu", "stored_dtype": "float16"}
-    return save_checkpoint(Path(dst) if dst else shipped_base_dir(), model, tok, meta["step"], extra=extra,
+def ship_base(src: str | Path | None = None, dst: str | Path | None = None, kind: str = "base") -> Path:
+    """Copy a trained base model (default ``runs/KIND-cpu``) into ``data/KIND-cpu`` with float16 weights."""
+    model, tok, meta = load_model(Path(src) if src else base_dir("cpu", kind) / "checkpoint")
+    flag = " --student" if kind == "student" else ""
+    extra = {**meta.get("extra", {}), "shipped_from": f"minir1 pretrain{flag} --profile cpu", "stored_dtype": "float16"}
+    return save_checkpoint(Path(dst) if dst else shipped_base_dir(kind), model, tok, meta["step"], extra=extra,
                            dtype=torch.float16)
 
 
-def load_rl_base(profile_name: str | None = None,
-                 progress: bool = True) -> tuple[Transformer, Tokenizer, dict[str, Any]]:
-    """The base model RL starts from (``minir1 r1-zero`` and lessons 09-11).
+def load_rl_base(profile_name: str | None = None, progress: bool = True,
+                 kind: str = "base") -> tuple[Transformer, Tokenizer, dict[str, Any]]:
+    """The base model RL starts from (``minir1 r1-zero``, ``minir1 r1`` and lessons 09-11).
 
     ``gpu``: ``load_base("gpu")``. ``ci`` and ``cpu``: the ``cpu`` recipe's model, from ``runs/base-cpu`` if you
     trained it, else the copy shipped in ``data/base-cpu``. A minute of ``ci`` pre-training teaches the model
     nothing to reason with, and the ``cpu`` recipe takes most of an hour, so CI and a first read of the RL
-    lessons start from the shipped copy; RL on it measures the same thing.
+    lessons start from the shipped copy; RL on it measures the same thing. ``kind="student"``: the same for the
+    distillation student (``runs/student-cpu``, else ``data/student-cpu``).
     """
     name = profile_name or profile.current()
     if name == "gpu":
-        return load_base("gpu", progress=progress)
-    trained = base_dir("cpu") / "checkpoint"
-    if trained.exists() or not shipped_base_dir().exists():
-        return load_base("cpu", progress=progress)
-    return load_model(shipped_base_dir())
+        return load_base("gpu", progress=progress, kind=kind)
+    trained = base_dir("cpu", kind) / "checkpoint"
+    if trained.exists() or not shipped_base_dir(kind).exists():
+        return load_base("cpu", progress=progress, kind=kind)
+    return load_model(shipped_base_dir(kind))
 
 
 def sft(init: str | Path, out: str | Path, docs: list[Document], steps: int, batch_size: int = 16,
         seq_len: int = 256, lr: float = 1e-3, seed: int = 0, progress: bool = True) -> Trainer:
-    """Fine-tune the checkpoint at ``init`` on ``docs``: loss on completions only, packed samples isolated from
-    each other (V3 §5.1 sample masking). Saves ``out/checkpoint``."""
+    """Fine-tune the checkpoint at ``init`` on ``docs``; see ``sft_model``. Saves ``out/checkpoint``."""
     model, tok, _ = load_model(init)
+    return sft_model(model, tok, docs, out, steps, batch_size, seq_len, lr, seed, progress)
+
+
+def sft_model(model: Transformer, tok: Tokenizer, docs: list[Document], out: str | Path, steps: int,
+              batch_size: int = 16, seq_len: int = 256, lr: float = 1e-3, seed: int = 0,
+              progress: bool = True) -> Trainer:
+    """Fine-tune ``model`` in place on ``docs``: loss on completions only, packed samples isolated from each other
+    (V3 §5.1 sample masking), cosine decay to a tenth of ``lr`` (R1's SFT: 5e-5 -> 5e-6). Saves
+    ``out/checkpoint``."""
     stream = SFTStream(sft_samples(tok, docs), batch_size, seq_len, seed=seed, pad_id=tok.pad_id)
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, warmup_steps=min(20, steps // 10),
+    warmup = min(20, max(1, steps // 10)) if steps > 1 else 0  # even a short run must not start at the peak lr
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, warmup_steps=warmup,
                       log_every=max(1, steps // 50), seed=seed)
     trainer = Trainer(model, tok, stream, cfg, out, progress=progress)
     trainer.fit()
     return trainer
 
 
-__all__ = ["DEMO_RECIPE", "RECIPES", "PretrainRecipe", "base_dir", "heldout_eval", "load_base", "load_rl_base",
-           "model_config", "pretrain", "run_evaluation", "runs_dir", "sft", "ship_base", "shipped_base_dir",
-           "summarize", "write_summary"]
+__all__ = ["DEMO_RECIPE", "MODELS", "RECIPES", "STUDENT_RECIPES", "PretrainRecipe", "base_dir", "heldout_eval",
+           "load_base", "load_rl_base", "model_config", "pretrain", "run_evaluation", "runs_dir", "sft", "sft_model",
+           "ship_base", "shipped_base_dir", "summarize", "write_summary"]

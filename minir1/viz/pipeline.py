@@ -1,0 +1,77 @@
+"""Figures of the R1 pipeline and distillation lessons (notebooks 10 and 11).
+
+``render_rl_curves(curves)`` overlays the held-out greedy accuracy and response length of several GRPO runs
+against the step (R1-Zero from the base vs reasoning RL after the cold start: does the cold start speed RL up?).
+``render_stages(rows)`` draws the results table as bars: pass@1 and maj@k per model, the paper's two columns.
+``render_trace(record)`` shows one rejection-sampling verdict (kept, wrong, or the readability reason) for the
+trace browser widget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from matplotlib.figure import Figure
+
+
+def render_rl_curves(curves: Mapping[str, Sequence[dict[str, float]]], metrics: Sequence[str] = (
+        "heldout_accuracy", "heldout_length")) -> Figure:
+    """One panel per metric of the held-out checks (``heldout_metrics`` keys), one line per GRPO run."""
+    labels = {"heldout_accuracy": "held-out accuracy (greedy)", "heldout_length": "mean response length (tokens)",
+              "heldout_format": "well-formed rate", "heldout_reasoning": "reasons first"}
+    fig = Figure(figsize=(5.5 * len(metrics), 3.4))
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        for name, history in curves.items():
+            rows = [r for r in history if metric in r]
+            ax.plot([r["step"] for r in rows], [r[metric] for r in rows], "o-", label=name)
+        ax.set(xlabel="GRPO step", title=labels.get(metric, metric))
+        if metric != "heldout_length":
+            ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def render_stages(rows: Mapping[str, dict[str, Any]], title: str = "") -> Figure:
+    """pass@1 and maj@k bars per model (the results table of ``format_results``)."""
+    names = list(rows)
+    k = next(iter(rows.values()))["k"]
+    fig = Figure(figsize=(max(6.0, 1.25 * len(names)), 3.6))
+    ax = fig.subplots()
+    xs = range(len(names))
+    width = 0.38
+    for offset, key, label in ((-width / 2, "pass1", "pass@1"), (width / 2, "majk", f"maj@{k}")):
+        values = [rows[n][key] for n in names]
+        bars = ax.bar([x + offset for x in xs], values, width, label=label)
+        ax.bar_label(bars, labels=[f"{v:.0%}" for v in values], fontsize=8, padding=1)
+    ax.set_xticks(list(xs), [n.replace(" ", "\n").replace("-", "-\n", 1) for n in names], fontsize=8)
+    ax.set(ylim=(0, 1.1), ylabel="held-out accuracy", title=title)
+    ax.legend(loc="upper left", ncols=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def render_trace(record: dict[str, Any]) -> Figure:
+    """One sampled trace and its rejection-sampling verdict: ``record`` has ``question``, ``answer``,
+    ``completion``, ``correct`` and ``why`` (None when kept, else the reason it was dropped)."""
+    verdict = ("kept" if record["why"] is None else f"dropped: {record['why']}") if record["correct"] else \
+        "rejected: wrong answer"
+    color = "#2a9d4b" if verdict == "kept" else "#c0392b"
+    text = record["completion"]
+    lines = [text[i:i + 95] for i in range(0, len(text), 95)] or [""]
+    fig = Figure(figsize=(11, 0.7 + 0.28 * len(lines)))
+    ax = fig.add_axes((0.01, 0.0, 0.98, 1.0))
+    ax.set_axis_off()
+    ax.set(xlim=(0, 1), ylim=(len(lines) + 0.2, -1.4))
+    ax.text(0, -0.7, f"{record['question']} = {record['answer']}    {verdict}", color=color, fontsize=10,
+            family="monospace", weight="bold", va="center")
+    for y, line in enumerate(lines):
+        ax.text(0, y + 0.3, line, fontsize=9, family="monospace", va="center")
+    return fig
+
+
+__all__ = ["render_rl_curves", "render_stages", "render_trace"]

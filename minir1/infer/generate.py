@@ -66,8 +66,8 @@ def sample(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens:
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(B, max_new_tokens, device=device)
     lengths = torch.zeros(B, dtype=torch.long, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
     step_input = batch.to(device)
+    live = torch.arange(B, device=device)  # the unfinished sequences, which are the cache's rows, in order
     for t in range(max_new_tokens):
         logits = model(step_input, cache=cache, mtp=False).logits[:, -1].float()
         if t == 0 and banned_first:
@@ -79,16 +79,20 @@ def sample(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens:
             probs = (logits / temperature).softmax(-1)
             if top_p < 1:
                 probs = _top_p_filter(probs, top_p)
-            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(device)
-        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-        tokens[:, t] = nxt
-        logprobs[:, t] = torch.where(done, 0.0, logp.gather(-1, nxt[:, None]).squeeze(-1))
-        lengths += (~done).long()
-        if stops.numel():
-            done |= torch.isin(nxt, stops)
-        if bool(done.all()):
+            if len(live) < B:  # draw for every row, as before any finished: the same seed gives the same samples
+                probs = torch.ones(B, probs.shape[-1], device=device).index_copy_(0, live, probs)
+            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(device)[live.cpu()]
+        tokens[live, t] = nxt
+        logprobs[live, t] = logp.gather(-1, nxt[:, None]).squeeze(-1)
+        lengths[live] += 1
+        running = ~torch.isin(nxt, stops) if stops.numel() else torch.ones_like(nxt, dtype=torch.bool)
+        if not bool(running.any()):
             tokens, logprobs = tokens[:, : t + 1], logprobs[:, : t + 1]
             break
+        if not bool(running.all()):
+            keep = running.nonzero().squeeze(-1)
+            cache.keep_rows(keep)
+            live, nxt = live[keep], nxt[keep]
         step_input = nxt[:, None]
     model.train(was_training)
     return Samples(tokens.cpu(), logprobs.cpu(), lengths.cpu())

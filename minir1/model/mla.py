@@ -59,6 +59,13 @@ class LatentCache:
     def nbytes(self) -> int:
         return self.kv.nbytes + self.pe.nbytes
 
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Keep only the sequences ``rows`` (indices into the current batch), in that order: batched decoding
+        drops the sequences that have finished, so a step costs what the unfinished ones need."""
+        self.kv, self.pe = self.kv.index_select(1, rows), self.pe.index_select(1, rows)
+        if self.pad is not None:
+            self.pad = self.pad.index_select(0, rows)
+
     def truncate(self, length: int) -> None:
         """Forget every slot from ``length`` on (speculative decoding drops a rejected draft this way).
 

@@ -34,8 +34,8 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"\n== 2/4 pretrain the tiny DeepSeek-V3 ({tiny.total:,} parameters; the real V3 counted on the meta "
           f"device: {v3.total / 1e9:.1f}B, {v3.activated / 1e9:.1f}B active) ==")
     if args.fast:
-        print("skipped with --fast: the pipeline below starts from the base model shipped in data/base-cpu "
-              "(`minir1 pretrain --profile cpu`, 5,000 steps)")
+        print("skipped with --fast: the pipeline below starts from the cpu base model (`minir1 pretrain --profile "
+              "cpu`, 5,000 steps: runs/base-cpu if you trained it, else the copy shipped in data/base-cpu)")
     else:
         print(f"{recipe.steps} steps of {recipe.batch_size} x {recipe.seq_len} tokens: a short version of "
               "`minir1 pretrain` (the lessons' base model trains longer)")
@@ -54,7 +54,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 def _print_row(stage: str, row: dict) -> None:
     print(f"  {stage:<20} pass@1 {row['pass1']:6.1%}   maj@{row['k']} {row['majk']:6.1%}   "
-          f"well formed {row['format']:4.0%}   mean length {row['length']:5.1f} tokens   "
+          f"reasons first {row['reasoning']:4.0%}   mean length {row['length']:5.1f} tokens   "
           f"({row['train_seconds']:.0f}s)", flush=True)
 
 

@@ -91,11 +91,11 @@ def test_recipe_validation_names_the_field():
 
 
 def test_format_results_table():
-    row = {"pass1": 0.5, "majk": 0.75, "k": 8, "format": 1.0, "length": 42.0,
+    row = {"pass1": 0.5, "majk": 0.75, "k": 8, "format": 1.0, "length": 42.0, "reasoning": 0.5,
            "pass1_by_task": {"add": 1.0, "expr": 0.25}}
     table = format_results({"base": row, "r1": {**row, "pass1": 0.9}}).splitlines()
     assert table[0].startswith("| model | pass@1 | maj@8 | add pass@1 | expr pass@1 |")
-    assert table[2] == "| base | 50.0% | 75.0% | 100.0% | 25.0% | 100% | 42 |"
+    assert table[2] == "| base | 50.0% | 75.0% | 100.0% | 25.0% | 50% | 100% | 42 |"
     assert table[3].startswith("| r1 | 90.0% |")
 
 

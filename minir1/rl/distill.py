@@ -131,7 +131,8 @@ def run_distillation(profile_name: str | None = None, out: str | Path | None = N
     summary = {"profile": name, "recipe": asdict(recipe), "traces": len(traces), "traces_from": source,
                "sft_steps": steps, "student": {"preset_dim": student.cfg.dim, "layers": student.cfg.n_layers,
                                                "pretrain_step": meta["step"]},
-               "eval_problems": len(problems), "rows": board.rows, "command": f"minir1 distill --profile {name}"}
+               "eval_problems": len(problems), "rows": board.rows,
+               "command": "minir1 distill --fast" if name == "fast" else f"minir1 distill --profile {name}"}
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     return DistillResult(board.rows, curves, board.models, summary)
 

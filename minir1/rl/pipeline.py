@@ -370,22 +370,23 @@ def run_r1_pipeline(profile_name: str | None = None, out: str | Path | None = No
     rows = board.rows
     summary = {"profile": name, "recipe": asdict(recipe), "eval_problems": len(problems),
                "rejection": {**rs.summary(), "sft_steps": steps}, "rows": rows, "cold_start_traces": len(cold_docs),
-               "command": f"minir1 r1 --profile {name}"}
+               "command": "minir1 r1 --fast" if name == "fast" else f"minir1 r1 --profile {name}"}
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     return PipelineResult(rows, curves, rs, board.models, summary, tok)
 
 
 def format_results(rows: dict[str, dict[str, Any]], title: str = "") -> str:
     """The results table in the paper's style (R1 Tables 2 and 6): one row per model, pass@1 and maj@k on the
-    held-out problems, then the per-task pass@1, format rate and mean length."""
+    held-out problems, then the per-task pass@1, the share of samples that reason first, format rate and mean
+    length."""
     any_row = next(iter(rows.values()))
     k, tasks = any_row["k"], list(any_row["pass1_by_task"])
     head = (f"| model | pass@1 | maj@{k} | " + " | ".join(f"{t} pass@1" for t in tasks)
-            + " | well formed | length (tok) |")
-    lines = ([title] if title else []) + [head, "|" + "---|" * (5 + len(tasks))]
+            + " | reasons first | well formed | length (tok) |")
+    lines = ([title] if title else []) + [head, "|" + "---|" * (6 + len(tasks))]
     for stage, r in rows.items():
         cells = [f"{r['pass1']:.1%}", f"{r['majk']:.1%}", *(f"{r['pass1_by_task'][t]:.1%}" for t in tasks),
-                 f"{r['format']:.0%}", f"{r['length']:.0f}"]
+                 f"{r['reasoning']:.0%}", f"{r['format']:.0%}", f"{r['length']:.0f}"]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# The whole miniature: pre-training demo, the R1 pipeline, distillation, the results table (~25 min on 2 cores).
+# The whole miniature: pre-training demo, the R1 pipeline, distillation, the results table (~20 min on 2 cores).
 demo: venv
 	$(VENV)/bin/minir1 demo
 
@@ -40,6 +40,8 @@ lab: venv
 bench: venv
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/generate.py
+	$(PY) benchmarks/speculative.py
 
 # Re-execute every lesson in place to refresh the committed outputs: the `cpu` profile (what a student sees),
 # static figures only (live widgets need a browser).

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minir1", description="DeepSeek-V3 and R1 in miniature.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="data -> pretrain the tiny model -> the R1 pipeline and distillation -> results "
-                                    "table (~25 min on 2 cores; --fast: under 10)")
+                                    "table (~20 min on 2 cores; --fast: ~4)")
     p.add_argument("--out", default="runs/demo", help="output directory")
     p.add_argument("--fast", action="store_true",
                    help="skip the pre-training demo (start from the shipped base model) and run short RL stages")

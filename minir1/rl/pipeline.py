@@ -194,7 +194,7 @@ def cold_start_documents(n: int, tasks: tuple[str, ...] = _TASKS, levels: tuple[
     """``n`` clean worked solutions in the chat format (the cold-start set), from the train split."""
     corpus = CorpusConfig(tasks=tasks, levels=levels, level_weights=(1.0,) * len(levels), worked_fraction=1.0,
                           template="chat")
-    return corpus_documents(corpus, n, seed=seed + 7)
+    return corpus_documents(corpus, n, seed=seed + 7)  # not the pre-training corpus's seed (0): other draws
 
 
 def save_traces(path: str | Path, docs: list[Document]) -> Path:

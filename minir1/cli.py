@@ -58,6 +58,11 @@ def _print_row(stage: str, row: dict) -> None:
           f"({row['train_seconds']:.0f}s)", flush=True)
 
 
+def _rejection_line(rs: dict) -> str:
+    return (f"rejection sampling: {rs['sampled']} samples, {rs['correct']} correct, kept {rs['kept']} "
+            f"(dropped {rs['dropped']}) from {rs['prompts_kept']}/{rs['prompts']} prompts")
+
+
 def _r1_and_distill(recipe_name: str, out: Path, step: str = "1/2", t0: float | None = None,
                     distill: bool = True) -> None:
     from minir1.rl.distill import DISTILL_RECIPES, run_distillation
@@ -71,8 +76,7 @@ def _r1_and_distill(recipe_name: str, out: Path, step: str = "1/2", t0: float | 
           f"at T={recipe.eval_temperature}, top-p {recipe.eval_top_p} (R1's protocol)")
     pipe = run_r1_pipeline(recipe_name, out / "r1", recipe, on_stage=_print_row)
     rs = pipe.summary["rejection"]
-    print(f"  rejection sampling: {rs['sampled']} samples, {rs['correct']} correct, kept {rs['kept']} "
-          f"(dropped {rs['dropped']}), {rs['prompts_kept']}/{rs['prompts']} prompts")
+    print("  " + _rejection_line(rs))
     rows = dict(pipe.rows)
     if distill:
         nxt = f"{int(step[0]) + 1}/{step.split('/')[1]}"
@@ -185,9 +189,7 @@ def _r1(args: argparse.Namespace) -> None:
     name = "fast" if args.fast else (args.profile or profile.current())
     out = Path(args.out or f"runs/r1-{name}")
     result = run_r1_pipeline(name, out, PIPELINE_RECIPES[name], on_stage=_print_row)
-    rs = result.summary["rejection"]
-    print(f"rejection sampling: {rs['sampled']} samples, {rs['correct']} correct, kept {rs['kept']} "
-          f"(dropped {rs['dropped']}) from {rs['prompts_kept']}/{rs['prompts']} prompts")
+    print(_rejection_line(result.summary["rejection"]))
     print(format_results(result.rows))
     print(f"results {out}/results.json, traces {out}/traces.jsonl, one directory per stage under {out}/")
 

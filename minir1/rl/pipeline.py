@@ -47,7 +47,7 @@ from minir1.data.tokenizer import Tokenizer
 from minir1.model.transformer import Transformer
 from minir1.rl.r1zero import heldout_metrics
 from minir1.rl.rewards import accuracy_reward, format_reward
-from minir1.rl.trainer import GRPOConfig, GRPOTrainer
+from minir1.rl.trainer import GRPOConfig, GRPOTrainer, rl_seconds
 from minir1.train.evaluate import complete, evaluate, is_reasoned, sampled_eval
 from minir1.train.loop import save_checkpoint
 from minir1.train.pretrain import evaluation_problems, load_rl_base, runs_dir, sft_model
@@ -274,11 +274,6 @@ class Scoreboard:
         if self.on_stage is not None:
             self.on_stage(stage, row)
         return row
-
-
-def rl_seconds(history: list[dict[str, float]]) -> float:
-    """Wall time of the GRPO steps of a log (sampling and updates), without its held-out checks."""
-    return sum(row.get("step_s", 0.0) for row in history)
 
 
 def rl_stage(model: Transformer, tok: Tokenizer, cfg: GRPOConfig, out: Path, check_problems: list[Problem],

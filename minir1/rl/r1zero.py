@@ -26,7 +26,7 @@ from minir1 import profile
 from minir1.data.tasks import Problem
 from minir1.data.tokenizer import Tokenizer
 from minir1.model.transformer import Transformer
-from minir1.rl.trainer import GRPOConfig, GRPOTrainer
+from minir1.rl.trainer import GRPOConfig, GRPOTrainer, rl_seconds
 from minir1.train.evaluate import EvalResult, evaluate, has_check
 from minir1.train.loop import save_checkpoint
 from minir1.train.pretrain import evaluation_problems, load_rl_base, runs_dir
@@ -113,8 +113,7 @@ def run_r1_zero(profile_name: str | None = None, out: str | Path | None = None, 
     wall = time.perf_counter() - t0
     before, after = checks[0], checks[-1]
     save_checkpoint(out / "checkpoint", model, tok, trainer.step, extra={"stage": "r1-zero", "profile": name})
-    rl_seconds = sum(row.get("step_s", 0.0) for row in history)
-    summary = {"profile": name, "steps": trainer.step, "rl_seconds": rl_seconds, "wall_seconds": wall,
+    summary = {"profile": name, "steps": trainer.step, "rl_seconds": rl_seconds(history), "wall_seconds": wall,
                "heldout_problems": len(problems), "eval_tasks": recipe.eval_tasks, "eval_levels": recipe.eval_levels,
                "before": heldout_metrics(before, tok), "after": heldout_metrics(after, tok), "config": asdict(cfg)}
     samples = {"train": {str(k): v for k, v in trainer.samples.items()},

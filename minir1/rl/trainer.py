@@ -222,4 +222,9 @@ class GRPOTrainer:
             (self.out_dir / "grpo_config.json").write_text(json.dumps(asdict(self.cfg), indent=1) + "\n")
 
 
-__all__ = ["GRPOConfig", "GRPOTrainer", "completion_logprobs", "training_problems"]
+def rl_seconds(history: list[dict[str, float]]) -> float:
+    """Wall time of the GRPO steps of a log (sampling and updates), without its held-out checks."""
+    return sum(row.get("step_s", 0.0) for row in history)
+
+
+__all__ = ["GRPOConfig", "GRPOTrainer", "completion_logprobs", "rl_seconds", "training_problems"]

@@ -174,6 +174,11 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"kind={kind!r}: must be one of {MODELS}")
 
 
+def pretrain_command(profile_name: str, kind: str = "base") -> str:
+    """The command that trains a profile's base (or student) model."""
+    return f"minir1 pretrain{' --student' if kind == 'student' else ''} --profile {profile_name}"
+
+
 def base_dir(profile_name: str | None = None, kind: str = "base") -> Path:
     """The documented pre-training run of a profile: ``minir1 pretrain --profile P`` writes ``runs/base-P``
     (``kind="student"``: ``minir1 pretrain --student`` writes ``runs/student-P``)."""
@@ -189,10 +194,9 @@ def load_base(profile_name: str | None = None, train_if_missing: bool = True, pr
     name = profile_name or profile.current()
     ckpt = base_dir(name, kind) / "checkpoint"
     if not ckpt.exists():
-        flag = " --student" if kind == "student" else ""
         if not train_if_missing:
-            raise FileNotFoundError(f"no {kind} model at {ckpt}: run `minir1 pretrain{flag} --profile {name}` first")
-        print(f"no {kind} model at {ckpt}; pre-training one now (same as `minir1 pretrain{flag} --profile {name}`)")
+            raise FileNotFoundError(f"no {kind} model at {ckpt}: run `{pretrain_command(name, kind)}` first")
+        print(f"no {kind} model at {ckpt}; pre-training one now (same as `{pretrain_command(name, kind)}`)")
         pretrain(base_dir(name, kind), (STUDENT_RECIPES if kind == "student" else RECIPES)[name], progress=progress)
     return load_model(ckpt)
 
@@ -208,8 +212,7 @@ def shipped_base_dir(kind: str = "base") -> Path:
 def ship_base(src: str | Path | None = None, dst: str | Path | None = None, kind: str = "base") -> Path:
     """Copy a trained base model (default ``runs/KIND-cpu``) into ``data/KIND-cpu`` with float16 weights."""
     model, tok, meta = load_model(Path(src) if src else base_dir("cpu", kind) / "checkpoint")
-    flag = " --student" if kind == "student" else ""
-    extra = {**meta.get("extra", {}), "shipped_from": f"minir1 pretrain{flag} --profile cpu", "stored_dtype": "float16"}
+    extra = {**meta.get("extra", {}), "shipped_from": pretrain_command("cpu", kind), "stored_dtype": "float16"}
     return save_checkpoint(Path(dst) if dst else shipped_base_dir(kind), model, tok, meta["step"], extra=extra,
                            dtype=torch.float16)
 

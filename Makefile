@@ -29,7 +29,7 @@ test: unit nbtest
 
 unit: venv
 	$(PY) -m ruff check minir1 tests benchmarks
-	$(PY) -m pytest -q -n 2 tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 tests
 
 nbtest: venv
 	MINIR1_PROFILE=ci OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 $(NB_FLAGS) notebooks

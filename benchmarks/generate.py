@@ -3,9 +3,11 @@
 ``minir1.hf``, doing what a GRPO step does: a batch of R1-Zero prompts (left-padded), temperature 1, up to
 ``--new`` tokens, each sequence stopping at ``</answer>`` or end-of-sequence. Both run alternately in one
 process; tokens/s counts generated tokens up to and including each sequence's stop token. Greedy outputs of
-the two are compared first (same weights, same function: they must agree).
+the two are compared first (same weights, same function: they must agree). Sampled rollouts come from the same
+distribution but not the same random numbers (minir1 draws one uniform number per row by inverse CDF,
+transformers uses ``torch.multinomial``), so each rollout's token count and longest sequence are printed too.
 
-    python benchmarks/generate.py [--batch 128] [--new 128] [--repeats 3] [--ckpt DIR]
+    python benchmarks/generate.py [--batch 128] [--new 128] [--repeats 5] [--ckpt DIR]
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=128, help="sequences per rollout (16 prompts x 8 in GRPO)")
     parser.add_argument("--new", type=int, default=128, help="max new tokens")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ckpt", default=None, help="checkpoint (default: the RL base model, load_rl_base)")
     args = parser.parse_args()
     import transformers
@@ -95,12 +97,14 @@ def main() -> None:
     agree = sum(ours_g[i, : ours_len[i]].tolist() == hf_g[i, : hf_len[i]].tolist() for i in range(check))
     times: dict[str, list[float]] = {"minir1": [], "transformers": []}
     tokens: dict[str, list[int]] = {"minir1": [], "transformers": []}
+    longest: dict[str, list[int]] = {"minir1": [], "transformers": []}
     for r in range(args.repeats):
         for name, fn in (("minir1", run_ours), ("transformers", run_hf)):
             t = time.perf_counter()
             _, lengths = fn(False, r + 1)
             times[name].append(time.perf_counter() - t)
             tokens[name].append(sum(lengths))
+            longest[name].append(max(lengths))
     print(f"batch {args.batch} prompts ({P} tokens max, left-padded), <= {args.new} new tokens, temperature 1, "
           f"stop on </answer>/eos; torch {torch.__version__}, transformers {transformers.__version__}, "
           f"{torch.get_num_threads()} threads")
@@ -109,7 +113,7 @@ def main() -> None:
     for name in times:
         rate[name] = sum(tokens[name]) / sum(times[name])
         print(f"{name:<13} {statistics.median(times[name]):>7.2f}s per rollout (median of {args.repeats}), "
-              f"generated tokens per rollout {tokens[name]}, {rate[name]:>8,.0f} tokens/s")
+              f"{rate[name]:>6,.0f} tokens/s; tokens per rollout {tokens[name]}, longest {longest[name]}")
     print(f"ratio minir1 / transformers: {rate['minir1'] / rate['transformers']:.2f}x")
 
 

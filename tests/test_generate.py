@@ -5,7 +5,7 @@ import torch
 
 from minir1 import ModelConfig, Transformer
 from minir1.data.tokenizer import Tokenizer
-from minir1.infer.generate import sample
+from minir1.infer.generate import inverse_cdf, sample
 from minir1.model.mla import LatentCache
 
 TOK = Tokenizer()
@@ -63,3 +63,19 @@ def test_keep_rows_selects_cache_rows_and_padding():
     cache.keep_rows(torch.tensor([2, 0]))
     assert torch.equal(cache.kv, kv[:, [2, 0]]) and torch.equal(cache.pe, pe[:, [2, 0]])
     assert torch.equal(cache.pad, pad[[2, 0]])
+
+
+def test_inverse_cdf_draws_each_token_in_proportion_to_its_probability():
+    probs = torch.tensor([[0.1, 0.0, 0.6, 0.3], [0.0, 2.0, 0.0, 2.0]])  # the second row is unnormalised
+    n = 1000
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n  # an even grid of uniform numbers
+    draws = inverse_cdf(probs.repeat_interleave(n, 0), u.repeat(2)).view(2, n)
+    counts = torch.stack([torch.bincount(row, minlength=4) for row in draws])
+    assert counts.tolist() == [[100, 0, 600, 300], [0, 500, 0, 500]]
+    edge = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.0, 2.0, 0.0, 2.0]])
+    u = torch.tensor([1 - 2**-53, 0.0], dtype=torch.float64)
+    assert inverse_cdf(edge, u).tolist() == [1, 1]  # never a zero-probability token, at either end of [0, 1)
+    tail = torch.tensor([[0.7, 0.3 - 1e-9, 0.0]])  # u * total rounds up to the total: still the last real token
+    assert inverse_cdf(tail, torch.tensor([1.0], dtype=torch.float64)).tolist() == [1]
+    with pytest.raises(ValueError, match="finite, positive"):
+        inverse_cdf(torch.tensor([[0.5, float("nan")], [0.0, 0.0]]), torch.zeros(2, dtype=torch.float64))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from minir1.model.mla import LatentCache
+from minir1.model.params import frozen_weights
 from minir1.model.transformer import Transformer
 
 
@@ -35,14 +36,32 @@ def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return filtered / filtered.sum(-1, keepdim=True)
 
 
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One token per row: the first whose cumulative probability exceeds u * (row total), u uniform in [0, 1).
+
+    probs: (B, V), rows need not be normalised; u: (B,). Tokens of probability 0 are never chosen. This is what
+    ``torch.multinomial(probs, 1, replacement=True)`` does, but with the uniform numbers handed in, so that the
+    caller decides which draw goes to which row. Computed in float64 (on the CPU, where every backend has it).
+    """
+    cdf = probs.detach().cpu().double().cumsum(-1)
+    total = cdf[:, -1:]
+    if not bool(((total > 0) & total.isfinite()).all()):  # a diverged model: say so, as multinomial does
+        raise ValueError("inverse_cdf: every row of probs needs a finite, positive sum (NaN or inf logits?)")
+    pick = torch.searchsorted(cdf, u.cpu().double()[:, None] * total, right=True).squeeze(-1)
+    last = (cdf < total).sum(-1)  # the last token of nonzero probability, should u * total round up to total
+    return torch.minimum(pick, last).to(probs.device)
+
+
 @torch.no_grad()
+@frozen_weights()  # the weights stay put while decoding: derived ones are checked once
 def sample(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens: int, *, temperature: float = 1.0,
            top_p: float = 1.0, stop_ids: Sequence[int] = (), pad_id: int = 0, banned_first: Sequence[int] = (),
            generator: torch.Generator | None = None) -> Samples:
     """Continue every prompt (lists of ids, any lengths) by up to ``max_new_tokens`` tokens.
 
     ``temperature=0`` is greedy. ``stop_ids``: a sequence ends after emitting one of them. ``banned_first``: ids
-    that may not be the first generated token (e.g. ``</think>`` to force a reasoning mode).
+    that may not be the first generated token (e.g. ``</think>`` to force a reasoning mode). ``generator``: a CPU
+    ``torch.Generator``; the random numbers are drawn on the CPU whatever the model's device.
     """
     if not prompts or min(len(p) for p in prompts) == 0:
         raise ValueError("sample: every prompt needs at least one token")
@@ -68,6 +87,7 @@ def sample(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens:
     lengths = torch.zeros(B, dtype=torch.long, device=device)
     step_input = batch.to(device)
     live = torch.arange(B, device=device)  # the unfinished sequences, which are the cache's rows, in order
+    live_cpu = live.cpu()
     for t in range(max_new_tokens):
         logits = model(step_input, cache=cache, mtp=False).logits[:, -1].float()
         if t == 0 and banned_first:
@@ -76,34 +96,39 @@ def sample(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens:
         if temperature == 0:
             nxt = logits.argmax(-1)
         else:
-            probs = (logits / temperature).softmax(-1)
+            probs = logp.exp() if temperature == 1 else (logits / temperature).softmax(-1)
             if top_p < 1:
                 probs = _top_p_filter(probs, top_p)
-            if len(live) < B:  # draw for every row, as before any finished: the same seed gives the same samples
-                probs = torch.ones(B, probs.shape[-1], device=device).index_copy_(0, live, probs)
-            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(device)[live.cpu()]
+            # one uniform number per row and step, finished rows included: a row's draws do not depend on when
+            # the others stop, so the same seed gives the same samples
+            u = torch.rand(B, generator=generator, dtype=torch.float64)[live_cpu]
+            nxt = inverse_cdf(probs, u)
         tokens[live, t] = nxt
         logprobs[live, t] = logp.gather(-1, nxt[:, None]).squeeze(-1)
         lengths[live] += 1
         running = ~torch.isin(nxt, stops) if stops.numel() else torch.ones_like(nxt, dtype=torch.bool)
-        if not bool(running.any()):
+        n_running = int(running.sum())
+        if n_running == 0:
             tokens, logprobs = tokens[:, : t + 1], logprobs[:, : t + 1]
             break
-        if not bool(running.all()):
+        if n_running < len(live_cpu):
             keep = running.nonzero().squeeze(-1)
             cache.keep_rows(keep)
             live, nxt = live[keep], nxt[keep]
+            live_cpu = live.cpu()
         step_input = nxt[:, None]
     model.train(was_training)
     return Samples(tokens.cpu(), logprobs.cpu(), lengths.cpu())
 
 
 @torch.no_grad()
+@frozen_weights()  # the weights stay put while decoding: derived ones are checked once
 def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
              generator: torch.Generator | None = None, attn_impl: str = "absorbed") -> torch.Tensor:
     """Continue each row of ``prompt`` (B, T) by ``max_new_tokens`` tokens; returns (B, T + max_new_tokens).
 
     ``temperature=0`` is greedy. The prompt is prefilled in one forward pass, then one token per step.
+    ``generator``: a CPU ``torch.Generator``, as in ``sample``.
     """
     if prompt.dim() != 2:
         raise ValueError(f"prompt must have shape (batch, seq_len), got {tuple(prompt.shape)}")
@@ -124,7 +149,7 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int, temp
             nxt = logits.argmax(dim=-1, keepdim=True)
         else:
             probs = torch.softmax(logits / temperature, dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=generator)
+            nxt = inverse_cdf(probs, torch.rand(B, generator=generator, dtype=torch.float64))[:, None]
         out.append(nxt)
         step_input = nxt
     model.train(was_training)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from minir1.model.mla import LatentCache
+from minir1.model.params import frozen_weights
 from minir1.model.transformer import Transformer
 
 
@@ -49,6 +50,7 @@ class SpeculativeResult:
 
 
 @torch.no_grad()
+@frozen_weights()  # the weights stay put while decoding: derived ones are checked once
 def speculative_generate(model: Transformer, prompt_ids: Sequence[int] | torch.Tensor, max_new_tokens: int, *,
                          stop_ids: Sequence[int] = (), banned_first: Sequence[int] = ()) -> SpeculativeResult:
     """Greedy decoding of one prompt, two tokens per main-model pass whenever the MTP draft is accepted.

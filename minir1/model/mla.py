@@ -11,6 +11,9 @@ Two mathematically equal ways to attend (``attn_impl``):
 * ``"absorbed"``: by associativity q_nope . (W^UK_h c_j) = (W^UK_h^T q_nope) . c_j, so W^UK is folded into the
   query and attention runs directly over the cached latents (one shared "key head" of width d_c + d_h^R, as in
   FlashMLA); W^UV is applied after the weighted sum. Cheapest for decoding: nothing is expanded per token.
+  The folding happens once, in the weights (DeepSeek-V2 §2.1.2 notes that at inference W^UK can be absorbed
+  into the query projection and W^UV into W^O): ``MLA.absorbed_weights`` multiplies them out and caches the
+  products while sampling.
 
 Weight names follow the official inference code: ``wq`` (or ``wq_a``, ``q_norm``, ``wq_b``), ``wkv_a``,
 ``kv_norm``, ``wkv_b``, ``wo``.
@@ -24,6 +27,7 @@ from torch import nn
 
 from minir1.config import ModelConfig
 from minir1.model.norm import RMSNorm
+from minir1.model.params import derived_weight
 from minir1.model.rope import apply_rope
 
 ATTN_IMPLS = ("naive", "absorbed")
@@ -32,7 +36,9 @@ ATTN_IMPLS = ("naive", "absorbed")
 class LatentCache:
     """The MLA decoding cache: per layer, the normalised latent c^KV and the rotated shared key k^R.
 
-    ``kv``: (n_layers, B, max_len, kv_lora_rank); ``pe``: (n_layers, B, max_len, qk_rope_head_dim).
+    Both live side by side in one buffer ``latent`` (n_layers, B, max_len, kv_lora_rank + qk_rope_head_dim), so
+    the absorbed attention's shared key [c^KV | k^R] is a slice of it, never rebuilt per step. ``kv`` (..,
+    kv_lora_rank) and ``pe`` (.., qk_rope_head_dim) are views of its two parts.
     ``pad`` (B, max_len), optional, marks slots that hold left padding; they are never attended to. Because RoPE
     scores depend only on relative position, left-padded sequences need no position shift, only this mask.
     ``first_layer``: the model layer held in slot 0, so an MTP module's block (layer ``n_layers + k - 1``) can
@@ -46,23 +52,54 @@ class LatentCache:
         if max_len > cfg.max_seq_len:
             raise ValueError(f"LatentCache max_len={max_len} exceeds ModelConfig.max_seq_len={cfg.max_seq_len}")
         n_layers = cfg.n_layers if n_layers is None else n_layers
-        self.kv = torch.zeros(n_layers, batch_size, max_len, cfg.kv_lora_rank, device=device, dtype=dtype)
-        self.pe = torch.zeros(n_layers, batch_size, max_len, cfg.qk_rope_head_dim, device=device, dtype=dtype)
+        self.kv_lora_rank = cfg.kv_lora_rank
+        self.latent = torch.zeros(n_layers, batch_size, max_len, cfg.kv_lora_rank + cfg.qk_rope_head_dim,
+                                  device=device, dtype=dtype)
         self.pad: torch.Tensor | None = None
         self.length = 0  # number of filled slots (the same for every sequence)
         self.first_layer = first_layer
+        self._mask: tuple = (None, None, None)  # (key, pad it was built from, mask): every layer of a step shares it
+
+    @property
+    def kv(self) -> torch.Tensor:
+        return self.latent[..., : self.kv_lora_rank]
+
+    @property
+    def pe(self) -> torch.Tensor:
+        return self.latent[..., self.kv_lora_rank:]
 
     @property
     def max_len(self) -> int:
-        return self.kv.shape[2]
+        return self.latent.shape[2]
 
     def nbytes(self) -> int:
-        return self.kv.nbytes + self.pe.nbytes
+        return self.latent.nbytes
+
+    def mask(self, T: int, B: int) -> torch.Tensor | None:
+        """Boolean mask (B or 1, 1, T, length + T) for T new tokens: new token i (slot length + i) sees the slots
+        up to its own that are not padding. None when nothing is masked (one new token, no padding).
+
+        Built once per step and shared by every layer (it is kept until the length, T, B or the ``pad`` object
+        changes: assign a new ``pad`` rather than editing it in place between two calls at one length)."""
+        key = (self.length, T, B)
+        if self._mask[0] == key and self._mask[1] is self.pad:
+            return self._mask[2]
+        start, end = self.length, self.length + T
+        device = self.latent.device
+        mask = None
+        if T > 1:
+            slots = torch.arange(end, device=device)
+            mask = (slots[None, :] <= (start + torch.arange(T, device=device))[:, None])[None, None]
+        if self.pad is not None:
+            keep = (~self.pad[:B, :end])[:, None, None, :]
+            mask = keep if mask is None else mask & keep
+        self._mask = (key, self.pad, mask)
+        return mask
 
     def keep_rows(self, rows: torch.Tensor) -> None:
         """Keep only the sequences ``rows`` (indices into the current batch), in that order: batched decoding
         drops the sequences that have finished, so a step costs what the unfinished ones need."""
-        self.kv, self.pe = self.kv.index_select(1, rows), self.pe.index_select(1, rows)
+        self.latent = self.latent.index_select(1, rows)
         if self.pad is not None:
             self.pad = self.pad.index_select(0, rows)
 
@@ -102,6 +139,14 @@ class MLA(nn.Module):
         # Eqs. 2 and 5: per head, W^UK_h (qk_nope_head_dim rows) then W^UV_h (v_head_dim rows)
         self.wkv_b = nn.Linear(cfg.kv_lora_rank, cfg.n_heads * (cfg.qk_nope_head_dim + cfg.v_head_dim), bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.v_head_dim, cfg.dim, bias=False)  # Eq. 11
+        # Folding W^UK and W^UV into the projections (``absorbed_weights``) saves work only when the latent is no
+        # wider than a head (the miniatures: d_c = d_h); at V3's d_c = 4 d_h the folded matrices would cost
+        # 2-4x the multiply-adds, so there, as in the official code, the two products stay apart.
+        H, q_in, d_c = cfg.n_heads, cfg.q_lora_rank or cfg.dim, cfg.kv_lora_rank
+        folded = H * (d_c + cfg.qk_rope_head_dim) * q_in + cfg.dim * H * d_c
+        apart = (H * cfg.qk_head_dim * q_in + H * (cfg.qk_nope_head_dim + cfg.v_head_dim) * d_c
+                 + cfg.dim * H * cfg.v_head_dim)
+        self.fold_saves_work = folded <= apart
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: LatentCache | None = None, attn_impl: str | None = None,
@@ -116,13 +161,8 @@ class MLA(nn.Module):
         if attn_impl not in ATTN_IMPLS:
             raise ValueError(f"attn_impl={attn_impl!r}: must be one of {ATTN_IMPLS}")
         B, T, _ = x.shape
-        q = self.wq(x) if self.q_lora_rank == 0 else self.wq_b(self.q_norm(self.wq_a(x)))
-        q = q.view(B, T, self.n_heads, self.qk_head_dim)
-        q_nope, q_pe = q.split([self.qk_nope_head_dim, self.qk_rope_head_dim], dim=-1)
-        q_pe = apply_rope(q_pe, cos, sin)  # Eq. 8: per-head rotary query
         kv, k_pe = self.wkv_a(x).split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
-        kv = self.kv_norm(kv)
-        k_pe = apply_rope(k_pe, cos, sin)  # Eq. 3: one rotary key per token, shared by all heads
+        latent = torch.cat([self.kv_norm(kv), apply_rope(k_pe, cos, sin)], dim=-1)  # [c^KV | k^R]: Eqs. 1, 3
 
         causal = mask is None
         if cache is not None:
@@ -132,63 +172,96 @@ class MLA(nn.Module):
             if end > cache.max_len:
                 raise ValueError(f"LatentCache is full: {end} tokens > max_len={cache.max_len}")
             layer = self.layer_id - cache.first_layer
-            cache.kv[layer, :B, start:end] = kv.to(cache.kv.dtype)
-            cache.pe[layer, :B, start:end] = k_pe.to(cache.pe.dtype)
-            kv, k_pe = cache.kv[layer, :B, :end].to(x.dtype), cache.pe[layer, :B, :end].to(x.dtype)
-            mask, causal = _decode_mask(start, T, end, cache.pad, B, x.device), False
+            cache.latent[layer, :B, start:end] = latent.to(cache.latent.dtype)
+            latent = cache.latent[layer, :B, :end].to(x.dtype)
+            mask, causal = cache.mask(T, B), False
 
+        c_q = x if self.q_lora_rank == 0 else self.q_norm(self.wq_a(x))  # Eq. 6 (or x itself without LoRA)
         if attn_impl == "naive":
-            out = self._naive(q_nope, q_pe, kv, k_pe, mask, causal)
-        else:
-            out = self._absorbed(q_nope, q_pe, kv, k_pe, mask, causal)
-        return self.wo(out.flatten(2))
+            return self._naive(c_q, latent, cos, sin, mask, causal)
+        return self._absorbed(c_q, latent, cos, sin, mask, causal)
 
-    def _naive(self, q_nope, q_pe, kv, k_pe, mask, causal) -> torch.Tensor:
+    def _naive(self, c_q, latent, cos, sin, mask, causal) -> torch.Tensor:
         """Expand the latents into per-head K and V (Eqs. 2, 4, 5), then standard attention (Eq. 10)."""
-        B, S, _ = kv.shape
+        B, T, _ = c_q.shape
+        q = (self.wq if self.q_lora_rank == 0 else self.wq_b)(c_q).view(B, T, self.n_heads, self.qk_head_dim)
+        q_nope, q_pe = q.split([self.qk_nope_head_dim, self.qk_rope_head_dim], dim=-1)
+        q = torch.cat([q_nope, apply_rope(q_pe, cos, sin)], dim=-1)  # Eq. 8: per-head rotary query
+        kv, k_pe = latent.split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
+        S = kv.shape[1]
         k_nope, v = self.wkv_b(kv).view(B, S, self.n_heads, -1).split([self.qk_nope_head_dim, self.v_head_dim], -1)
         k = torch.cat([k_nope, k_pe.unsqueeze(2).expand(-1, -1, self.n_heads, -1)], dim=-1)
-        q = torch.cat([q_nope, q_pe], dim=-1)
         pad = self.qk_head_dim - self.v_head_dim
         if pad > 0:  # fused (flash) kernels want one head width for q, k and v: zero columns cost nothing
             v = F.pad(v, (0, pad))
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                              attn_mask=mask, is_causal=causal, scale=self.softmax_scale)
-        return out.transpose(1, 2)[..., : self.v_head_dim]  # (B, T, H, v_head_dim)
+        return self.wo(out.transpose(1, 2)[..., : self.v_head_dim].flatten(2))  # Eq. 11
 
-    def _absorbed(self, q_nope, q_pe, kv, k_pe, mask, causal) -> torch.Tensor:
-        """Attend over the latents themselves: W^UK folded into the query, W^UV applied after the sum.
+    def absorbed_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """W^UK folded into the query projection, W^UV into the output projection (DeepSeek-V2 §2.1.2).
 
-        Every head scores against the same key (the latent and the rope key), so the heads fold into the rows of
-        one matrix product per sequence: (T*H, d_c + d_h^R) x (d_c + d_h^R, S).
+        By associativity q^C_{t,i} . (W^UK_i c_j) = (W^UK_i^T W^UQ_i c^Q_t) . c_j, so one matrix
+        W^UK_i^T W^UQ_i maps c^Q straight to the query in latent space; the softmax scale is folded in too (RoPE
+        is a rotation, so it commutes with scaling). Likewise W^O_i W^UV_i maps the weighted sum of latents
+        straight to the output. Returns (W_q (H * (d_c + d_h^R), q_in), W_o (dim, H * d_c)); cached between
+        calls for inference (``derived_weight``), rebuilt every call while training so gradients flow.
         """
-        w = self.wkv_b.weight.view(self.n_heads, self.qk_nope_head_dim + self.v_head_dim, self.kv_lora_rank)
-        w_uk, w_uv = w[:, : self.qk_nope_head_dim], w[:, self.qk_nope_head_dim:]
-        q_lat = torch.einsum("bthd,hdc->bthc", q_nope, w_uk)  # W^UK_h^T q^C_{t,h}
-        q = torch.cat([q_lat, q_pe], dim=-1)  # (B, T, H, d_c + d_h^R)
-        k = torch.cat([kv, k_pe], dim=-1)  # (B, S, d_c + d_h^R): one key "head" shared by all heads
-        B, T, H, D = q.shape
-        scores = torch.bmm(q.reshape(B, T * H, D), k.transpose(1, 2)).view(B, T, H, -1) * self.softmax_scale
+        return derived_weight(self, f"absorbed@{self.softmax_scale}", lambda: self._fold(*self._fold_sources()),
+                              self._fold_sources)
+
+    def _fold_sources(self) -> tuple[torch.Tensor, ...]:
+        return (self.wq if self.q_lora_rank == 0 else self.wq_b).weight, self.wkv_b.weight, self.wo.weight
+
+    def _w_uk_uv(self, w_kv_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """W^UK (H, d_h, d_c) and W^UV (H, d_v, d_c), the two halves of ``wkv_b`` per head (Eqs. 2, 5)."""
+        w = w_kv_b.view(self.n_heads, self.qk_nope_head_dim + self.v_head_dim, self.kv_lora_rank)
+        return w.split([self.qk_nope_head_dim, self.v_head_dim], 1)
+
+    def _fold(self, w_q, w_kv_b, w_o) -> tuple[torch.Tensor, torch.Tensor]:
+        H = self.n_heads
+        w_uk, w_uv = self._w_uk_uv(w_kv_b)
+        w_uq, w_qr = w_q.view(H, self.qk_head_dim, -1).split([self.qk_nope_head_dim, self.qk_rope_head_dim], 1)
+        w_q_lat = torch.einsum("hdc,hdq->hcq", w_uk, w_uq)  # W^UK_i^T W^UQ_i: (H, d_c, q_in)
+        w_q_abs = torch.cat([w_q_lat, w_qr], dim=1).flatten(0, 1) * self.softmax_scale
+        w_o_abs = torch.einsum("ohv,hvc->ohc", w_o.view(w_o.shape[0], H, self.v_head_dim), w_uv)
+        return w_q_abs, w_o_abs.flatten(1)
+
+    @property
+    def _foldable(self) -> bool:
+        """Fold where it saves work, and only plain weights: an ``Fp8Linear`` quantises its operands at every call,
+        so it must stay a call."""
+        return (self.fold_saves_work and type(self.wq if self.q_lora_rank == 0 else self.wq_b) is nn.Linear
+                and type(self.wo) is nn.Linear)
+
+    def _absorbed(self, c_q, latent, cos, sin, mask, causal) -> torch.Tensor:
+        """Attend over the latents themselves, W^UK and W^UV absorbed (``absorbed_weights``).
+
+        Every head scores against the same key [c^KV | k^R], so the heads fold into the rows of one matrix product
+        per sequence: (T*H, d_c + d_h^R) x (d_c + d_h^R, S), the multi-query layout FlashMLA uses.
+        """
+        B, T, _ = c_q.shape
+        H, D, d_c = self.n_heads, self.kv_lora_rank + self.qk_rope_head_dim, self.kv_lora_rank
+        foldable = self._foldable
+        if foldable:
+            w_q, w_o = self.absorbed_weights()
+            q_lat, q_pe = F.linear(c_q, w_q).view(B, T, H, D).split([d_c, self.qk_rope_head_dim], -1)
+        else:  # the same products in the other order: W^UQ, then W^UK_i^T per token
+            w_uk, w_uv = self._w_uk_uv(self.wkv_b.weight)
+            q = (self.wq if self.q_lora_rank == 0 else self.wq_b)(c_q).view(B, T, H, self.qk_head_dim)
+            q_nope, q_pe = (q * self.softmax_scale).split([self.qk_nope_head_dim, self.qk_rope_head_dim], -1)
+            q_lat = torch.einsum("bthd,hdc->bthc", q_nope, w_uk)
+        q = torch.cat([q_lat, apply_rope(q_pe, cos, sin)], dim=-1)  # (B, T, H, d_c + d_h^R), already scaled
+        scores = torch.bmm(q.view(B, T * H, D), latent.transpose(1, 2)).view(B, T, H, -1)
         if causal:
-            mask = torch.ones(T, k.shape[1], dtype=torch.bool, device=q.device).tril()[None, :, None]
+            mask = torch.ones(T, latent.shape[1], dtype=torch.bool, device=q.device).tril()[None, :, None]
         if mask is not None:  # masks come as (B, 1, T, S) for SDPA's head-major layout
             mask = mask if causal else mask.transpose(1, 2)
             # a finite floor, not -inf: a fully masked row (a padding query) must not turn into NaN and then
             # poison every later position through 0 * NaN in the value sum
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            scores = torch.where(mask, scores, torch.finfo(scores.dtype).min)
         p = scores.float().softmax(dim=-1).to(q.dtype)
-        o_lat = torch.bmm(p.view(B, T * H, -1), kv).view(B, T, H, -1)  # sum_j p_j c_j, per head
-        return torch.einsum("bthc,hdc->bthd", o_lat, w_uv)  # W^UV_h, per head
-
-
-def _decode_mask(start: int, T: int, end: int, pad: torch.Tensor | None, B: int,
-                 device: torch.device) -> torch.Tensor | None:
-    """Boolean mask (B or 1, 1, T, end): query i (slot start+i) sees slots <= start+i that are not padding."""
-    mask = None
-    if T > 1:
-        slots = torch.arange(end, device=device)
-        mask = (slots[None, :] <= (start + torch.arange(T, device=device))[:, None])[None, None]
-    if pad is not None:
-        keep = (~pad[:B, :end])[:, None, None, :]
-        mask = keep if mask is None else mask & keep
-    return mask
+        o_lat = torch.bmm(p.view(B, T * H, -1), latent[..., :d_c]).view(B, T, H, d_c)  # sum_j p_j c_j, per head
+        if foldable:
+            return F.linear(o_lat.flatten(2), w_o)  # W^O_i W^UV_i, summed over heads
+        return self.wo(torch.einsum("bthc,hdc->bthd", o_lat, w_uv).flatten(2))

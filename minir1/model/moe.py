@@ -17,6 +17,9 @@ h' = u + sum_i FFN^(s)_i(u) + sum_i g_{i,t} FFN^(r)_i(u)                       (
 Dispatch is written as three steps so an expert-parallel all-to-all can later sit between them:
 ``permute`` (sort the N*K_r token copies by expert) -> ``expert compute`` (each expert once, on its contiguous
 slice; an idle expert costs nothing) -> ``unpermute`` (restore token order and take the gate-weighted sum).
+At inference, a handful of tokens (a decoding step) through small experts goes another way, to the same sum:
+every expert on every token, the unchosen ones weighted 0 (``MoE.all_experts``): two matmuls instead of a call
+per expert, which on a CPU costs far more in overhead than in arithmetic.
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from minir1.config import ModelConfig
+from minir1.model.params import derived_weight
+
+# ``MoE.dense_decode``: run every expert on every token below these sizes at inference (see ``all_experts``).
+# 128 tokens and 8 MiB were measured on a 2-core CPU with the `tiny`-sized models (benchmarks/generate.py);
+# V3's experts (44M parameters, 84 MiB each in bf16) never qualify.
+DENSE_DECODE_MAX_TOKENS = 128
+DENSE_DECODE_MAX_BYTES = 8 * 2**20
 
 
 class MLP(nn.Module):
@@ -88,7 +98,7 @@ class Gate(nn.Module):
         weights = scores.gather(1, indices)  # g'_{i,t}: the *unbiased* affinity
         if self.score_func == "sigmoid":
             weights = weights / weights.sum(dim=-1, keepdim=True)  # Eq. 13
-        return weights * self.route_scale, indices
+        return (weights * self.route_scale if self.route_scale != 1 else weights), indices
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (N, dim) -> (weights (N, K) in fp32, indices (N, K), scores (N, E) in fp32)."""
@@ -136,13 +146,16 @@ class MoE(nn.Module):
         B, T, D = x.shape
         flat = x.reshape(-1, D)
         weights, indices, scores = self.gate(flat)
-        x_sorted, order, counts = permute(flat, indices, self.n_routed_experts)
-        if self.training:
-            self.load += counts.to(self.load.dtype)
-        y_sorted = self.expert_compute(x_sorted, counts)
-        out = unpermute(y_sorted, order, weights)
-        if self.shared_experts is not None:
-            out = out + self.shared_experts(flat)
+        if self.dense_decode(flat.shape[0]):
+            out = self.all_experts(flat, weights, indices)
+        else:
+            x_sorted, order, counts = permute(flat, indices, self.n_routed_experts)
+            if self.training:
+                self.load += counts.to(self.load.dtype)
+            y_sorted = self.expert_compute(x_sorted, counts)
+            out = unpermute(y_sorted, order, weights)
+            if self.shared_experts is not None:
+                out = out + self.shared_experts(flat)
         aux = None
         if balance_alpha > 0:
             aux = balance_alpha * sequence_balance(scores.view(B, T, -1), indices.view(B, T, -1))
@@ -153,6 +166,47 @@ class MoE(nn.Module):
         chunks = x_sorted.split(counts.tolist())
         outs = [self.experts[e](c) if c.shape[0] else c for e, c in enumerate(chunks)]
         return torch.cat(outs)
+
+    def dense_decode(self, n_tokens: int) -> bool:
+        """Whether ``all_experts`` is the cheaper way to run these tokens: inference only, a handful of tokens,
+        experts small enough that reading all of them costs less than dispatching to a few (a decode step of a
+        small model on a CPU, where each expert call costs far more in overhead than in arithmetic)."""
+        return (not self.training and n_tokens <= DENSE_DECODE_MAX_TOKENS and self._stackable
+                and self.experts[0].w1.weight.nbytes * len(self.experts) * 3 <= DENSE_DECODE_MAX_BYTES)
+
+    @property
+    def _stackable(self) -> bool:
+        return all(type(m) is nn.Linear for m in (self.experts[0].w1, self.experts[0].w2))  # not Fp8Linear
+
+    def stacked_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every expert's SwiGLU weights side by side, the shared experts last as N_s more experts of width
+        moe_inter_dim: (W_in (n * 2 * inter, dim) with [w1_e; w3_e] per expert, W_out (dim, n * inter))."""
+        return derived_weight(self, "stacked", self._stack,
+                              lambda: [w for m in self._mlps() for w in (m.w1.weight, m.w3.weight, m.w2.weight)])
+
+    def _mlps(self) -> list[MLP]:
+        return list(self.experts) + ([self.shared_experts] if self.shared_experts is not None else [])
+
+    def _stack(self) -> tuple[torch.Tensor, torch.Tensor]:
+        inter = self.experts[0].w1.weight.shape[0]  # a shared MLP of width N_s * inter is N_s experts
+        w_in = torch.cat([torch.stack([m.w1.weight.view(-1, inter, m.w1.weight.shape[1]),
+                                       m.w3.weight.view(-1, inter, m.w3.weight.shape[1])], dim=1)
+                          for m in self._mlps()])  # (n, 2, inter, dim)
+        return w_in.flatten(0, 2), torch.cat([m.w2.weight for m in self._mlps()], dim=1)
+
+    def all_experts(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Eq. 12 computed densely: every expert runs on every token, and the K_r chosen ones are weighted by
+        g_{i,t} while the rest get weight 0 (shared experts weight 1). The same sum as dispatching (as long as no
+        unchosen expert overflows: inf * 0 is NaN), with one matmul in and one out instead of a call per expert.
+        x: (N, dim) -> (N, dim)."""
+        w_in, w_out = self.stacked_weights()
+        N, E = x.shape[0], self.n_routed_experts
+        n = w_out.shape[1] // self.experts[0].w2.weight.shape[1]  # routed + shared experts
+        g = torch.ones(N, n, dtype=x.dtype, device=x.device)
+        g[:, :E] = 0
+        g.scatter_(1, indices, weights.to(x.dtype))
+        gate, up = F.linear(x, w_in).view(N, n, 2, -1).unbind(2)
+        return F.linear((F.silu(gate) * up * g[..., None]).flatten(1), w_out)
 
     @torch.no_grad()
     def update_bias(self, speed: float) -> torch.Tensor:

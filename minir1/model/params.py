@@ -1,4 +1,5 @@
-"""Counting parameters, cache bytes and FLOPs on the meta device: any preset, 671B included.
+"""Counting parameters, cache bytes and FLOPs on the meta device: any preset, 671B included; and the helpers
+that build or derive parameters (``skip_init``, ``meta_init``, ``derived_weight``).
 
 Conventions (facts sheet §1.3): ``total`` is the main model with embedding and head, without MTP (V3:
 671.0B). ``activated`` is what one token touches: everything except the routed experts it does not visit
@@ -8,8 +9,11 @@ Conventions (facts sheet §1.3): ``total`` is the main model with embedding and 
 from __future__ import annotations
 
 import functools
+import itertools
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,6 +55,49 @@ def kv_cache_bytes_per_token(cfg: ModelConfig, attn_impl: str = "absorbed", byte
     else:
         raise ValueError(f"attn_impl={attn_impl!r}: must be 'naive' or 'absorbed'")
     return per_layer * cfg.n_layers * bytes_per_value
+
+
+_epochs = itertools.count(1)
+_frozen_epoch = 0  # inside ``frozen_weights``: the number of its outermost block; 0 outside
+
+
+@contextmanager
+def frozen_weights():
+    """Promise that no weight changes inside the block (a sampling loop): each ``derived_weight`` is checked
+    against its sources once, on its first use in the block, and then reused without looking at them."""
+    global _frozen_epoch
+    outer = _frozen_epoch
+    if not outer:
+        _frozen_epoch = next(_epochs)
+    try:
+        yield
+    finally:
+        _frozen_epoch = outer
+
+
+def derived_weight(module: nn.Module, name: str, build: Callable[[], Any],
+                   sources: Callable[[], Sequence[torch.Tensor]]) -> Any:
+    """A value computed from parameters (a folded or stacked weight), cached on ``module`` for inference.
+
+    ``sources()`` lists the parameters ``build()`` reads. With gradients on, ``build()`` runs every call, so
+    gradients reach them. Without (sampling, evaluation) the result is kept and rebuilt only when a source
+    changed: an optimizer step or ``load_state_dict`` bumps a tensor's version counter, ``.to()`` changes its
+    storage, dtype or device, and each misses the cache (inside ``frozen_weights`` the check runs once per
+    block). Anything else ``build()`` reads must be part of ``name``. The cache is a plain attribute: it never
+    enters the state dict.
+    """
+    if torch.is_grad_enabled() and any(p.requires_grad for p in sources()):
+        return build()
+    cache = module.__dict__.setdefault("_derived", {})
+    hit = cache.get(name)
+    if _frozen_epoch and hit is not None and hit[2] == _frozen_epoch:
+        return hit[1]
+    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in sources())
+    if hit is None or hit[0] != key:
+        with torch.no_grad():
+            hit = (key, build(), _frozen_epoch)
+    cache[name] = (hit[0], hit[1], _frozen_epoch)
+    return hit[1]
 
 
 @contextmanager

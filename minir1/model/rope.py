@@ -2,7 +2,7 @@
 
 DeepSeek-V3 applies RoPE only to the decoupled parts: the per-head query q^R and the one key k^R shared by all
 heads. The official code rotates *consecutive* (interleaved) pairs (x0, x1), (x2, x3), ... as complex numbers;
-minir1 keeps that convention, written with real cos/sin so it runs in any dtype and under torch.compile.
+minir1 keeps that convention (``apply_rope``), with a real cos/sin form for torch.compile (``rope_real``).
 
 YaRN (Peng et al. 2023) stretches the low frequencies by the factor s while keeping the high ones: each
 frequency index gets a blend weight from a linear ramp between a "correction range" found from beta_fast and
@@ -62,12 +62,25 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """Rotate interleaved pairs of the last dim of x: (x0, x1) -> (x0 cos - x1 sin, x0 sin + x1 cos).
 
     x: (B, T, ..., d) with d even; cos/sin: (T, d/2), broadcast over batch and any head dims. Computed in fp32
-    and cast back, like the official complex-number version.
+    and cast back. Run eagerly, this is the official code's form: the pairs read as complex numbers times
+    e^{i t theta}, one kernel (on a CPU several times faster than the real form, whose strided halves vectorise
+    badly). Under ``torch.compile`` it is the same arithmetic on real numbers (``rope_real``), which compilers
+    fuse and complex dtypes they may not.
     """
-    dtype = x.dtype
-    x = x.float().unflatten(-1, (-1, 2))
-    x0, x1 = x[..., 0], x[..., 1]
+    if torch.compiler.is_compiling() or x.device.type not in ("cpu", "cuda"):  # e.g. MPS: complex is patchy
+        return rope_real(x, cos, sin)
+    pairs = x.float().unflatten(-1, (-1, 2))
+    try:
+        z = torch.view_as_complex(pairs)
+    except RuntimeError:  # a view whose strides or offset split a pair: copy it first
+        z = torch.view_as_complex(pairs.contiguous())
+    shape = (1, cos.shape[0]) + (1,) * (z.dim() - 3) + (cos.shape[1],)
+    return torch.view_as_real(z * torch.complex(cos, sin).view(shape)).flatten(-2).to(x.dtype)
+
+
+def rope_real(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``apply_rope`` with real cos and sin only (what runs under ``torch.compile``)."""
+    x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
     shape = (1, cos.shape[0]) + (1,) * (x0.dim() - 3) + (cos.shape[1],)
     cos, sin = cos.view(shape), sin.view(shape)
-    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-    return out.flatten(-2).to(dtype)
+    return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2).to(x.dtype)

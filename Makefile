@@ -62,6 +62,6 @@ clean:
 # Likewise the distillation student (`minir1 pretrain --student --profile cpu`) into data/student-cpu, and the
 # teacher traces of `minir1 r1 --profile cpu` into data/r1-traces-cpu.jsonl (lesson 11 and CI distil from them).
 ship-base: venv
-	$(PY) -c "from minir1.train.pretrain import ship_base; print(ship_base())"
-	$(PY) -c "from minir1.train.pretrain import ship_base; print(ship_base(kind='student'))"
+	$(PY) -c "from minir1.train.runs import ship_base; print(ship_base())"
+	$(PY) -c "from minir1.train.runs import ship_base; print(ship_base(kind="student"))"
 	cp runs/r1-cpu/traces.jsonl data/r1-traces-cpu.jsonl

@@ -17,7 +17,7 @@ import json
 
 import torch
 
-from minir1.fp8.fidelity import NOISE_FLOOR, OUTLIERS, ema, fidelity_report
+from minir1.train.fp8_fidelity import NOISE_FLOOR, OUTLIERS, ema, fidelity_report
 
 
 def main() -> None:

@@ -22,11 +22,11 @@ import warnings
 import torch
 
 from minir1 import hf as mhf
-from minir1.data.datasets import prompt_for
 from minir1.data.tasks import make_problem
+from minir1.data.templates import prompt_for
 from minir1.infer.generate import sample
-from minir1.train.loop import load_model
-from minir1.train.pretrain import load_rl_base
+from minir1.train.checkpoint import load_model
+from minir1.train.runs import load_rl_base
 
 
 def prompts_for(tok, n: int, seed: int = 0) -> list[list[int]]:

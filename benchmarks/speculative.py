@@ -20,14 +20,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from minir1.data.datasets import prompt_for
-from minir1.data.templates import REASON_PREFIX
+from minir1.data.templates import REASON_PREFIX, prompt_for
+from minir1.data.testsets import evaluation_problems
 from minir1.infer.generate import sample
 from minir1.infer.speculative import speculative_generate
 from minir1.model.mla import LatentCache
 from minir1.model.transformer import Transformer
-from minir1.train.loop import load_model
-from minir1.train.pretrain import evaluation_problems, load_rl_base
+from minir1.train.checkpoint import load_model
+from minir1.train.runs import load_rl_base
 
 
 @torch.no_grad()

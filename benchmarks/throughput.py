@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from dataclasses import replace
 
@@ -17,7 +16,7 @@ from minir1.data.tokenizer import Tokenizer
 from minir1.model.params import count_params, train_flops_per_token
 from minir1.model.transformer import Transformer
 from minir1.train.loop import TrainConfig, Trainer
-from minir1.train.pretrain import RECIPES, model_config
+from minir1.train.pretrain import PRETRAIN_RECIPES, model_config
 
 
 def main() -> None:
@@ -29,19 +28,18 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=256)
     args = parser.parse_args()
     tok = Tokenizer()
-    recipe = replace(RECIPES["cpu"], preset=args.preset)
+    recipe = replace(PRETRAIN_RECIPES["cpu"], preset=args.preset)
     cfg = model_config(recipe, tok)
     tokens, learned = pack_documents(tok, corpus_documents(CorpusConfig(), 3000, seed=0))
     stream = PackedStream(tokens, args.batch, args.seq, learned=learned)
-    with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(Transformer(cfg), tok, stream, TrainConfig(steps=args.steps + args.warmup,
-                          batch_size=args.batch, seq_len=args.seq), out, progress=False)
-        for _ in range(args.warmup):
-            trainer.train_step()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            trainer.train_step()
-        seconds = time.perf_counter() - start
+    trainer = Trainer(Transformer(cfg), stream, TrainConfig(steps=args.steps + args.warmup,
+                      batch_size=args.batch, seq_len=args.seq), progress=False)
+    for _ in range(args.warmup):
+        trainer.train_step()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        trainer.train_step()
+    seconds = time.perf_counter() - start
     per_step = args.batch * args.seq
     flops = train_flops_per_token(cfg, args.seq)
     print(f"{args.preset}: {count_params(cfg).total:,} parameters, batch {args.batch} x {args.seq}, "

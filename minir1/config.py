@@ -1,9 +1,10 @@
 """ModelConfig: the DeepSeek-V3 architecture in one dataclass.
 
-Field names are the official inference ``ModelArgs`` names (DeepSeek-V3 ``inference/model.py``), so an
-official ``config_*.json`` maps onto it key for key; minir1 adds the few fields training needs (MTP depth
-and weight, balance loss alpha, bias update speed, init std). Presets span a CPU toy to the exact 671B
-shapes; the two official ones are checked against the published parameter counts in ``tests/``.
+Field names are the official inference ``ModelArgs`` names (DeepSeek-V3 ``inference/model.py``),
+so an official ``config_*.json`` maps onto it key for key; minir1 adds the few fields training
+needs (MTP depth and weight, balance loss alpha, bias update speed, init std). Presets span a CPU
+toy to the exact 671B shapes; the two official ones are checked against the published parameter
+counts in ``tests/``.
 """
 
 from __future__ import annotations
@@ -44,13 +45,15 @@ class ModelConfig:
     original_seq_len: int = 256  # context length the model was (pre)trained at
     rope_theta: float = 10000.0  # RoPE base
     rope_factor: float = 40.0  # YaRN scale s; active only when max_seq_len > original_seq_len
-    beta_fast: int = 32  # YaRN correction range: dimensions rotating faster than this keep their frequency
+    # YaRN correction range: dimensions rotating faster than this keep their frequency
+    beta_fast: int = 32
     beta_slow: int = 1  # ... slower than this are fully interpolated by rope_factor
     mscale: float = 1.0  # YaRN attention temperature: softmax scale *= (0.1*mscale*ln(s)+1)^2
     max_seq_len: int = 256  # longest sequence the model serves (sizes the RoPE tables)
     # --- training fields (minir1) ---
     n_mtp_modules: int = 1  # D, multi-token prediction depth (V3: 1); 0 disables MTP
-    mtp_loss_weight: float = 0.3  # lambda in L = L_main + (lambda/D) sum_k L_MTP^k (V3: 0.3, then 0.1)
+    # lambda in L = L_main + (lambda/D) sum_k L_MTP^k (V3: 0.3, then 0.1)
+    mtp_loss_weight: float = 0.3
     balance_alpha: float = 0.0001  # alpha of the sequence-wise balance loss, Eqs. 17-20 (V3: 1e-4)
     bias_update_speed: float = 0.001  # gamma of the aux-loss-free bias update (V3: 0.001)
     init_std: float = 0.006  # std of every weight at init (V3 §4.2)
@@ -129,15 +132,17 @@ class ModelConfig:
         if not 0 < self.beta_slow < self.beta_fast:
             fail("beta_fast", f"YaRN needs beta_fast > beta_slow > 0 (beta_slow={self.beta_slow})")
         if self.uses_yarn and self.rope_factor < 1:
-            fail("rope_factor", "must be >= 1 when max_seq_len > original_seq_len (YaRN extends context)")
+            fail("rope_factor", "must be >= 1 when max_seq_len > original_seq_len "
+                 "(YaRN extends context)")
 
     # ------------------------------------------------------------------ presets
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:
         """A named configuration, optionally with fields overridden.
 
-        ``"tiny"`` is the CPU lesson model, ``"small"`` the single-GPU one, ``"v2-lite"`` and ``"v3"`` are the
-        official ``config_16B.json`` and ``config_671B.json`` shapes (inspect them on the meta device).
+        ``"tiny"`` is the CPU lesson model, ``"small"`` the single-GPU one, ``"v2-lite"`` and
+        ``"v3"`` are the official ``config_16B.json`` and ``config_671B.json`` shapes (inspect them
+        on the meta device).
         """
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
@@ -161,48 +166,55 @@ class ModelConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The lesson model: ~2M parameters, trains on 2 CPU cores in minutes. 4 groups of 4 experts, routing
-    # into 2 groups, keeps group-limited routing visible at toy scale.
+    # The lesson model: ~2M parameters, trains on 2 CPU cores in minutes. 4 groups of 4 experts,
+    # routing into 2 groups, keeps group-limited routing visible at toy scale.
     "tiny": dict(
         vocab_size=128, dim=128, inter_dim=384, moe_inter_dim=64, n_layers=4, n_dense_layers=1,
-        n_heads=4, n_routed_experts=16, n_shared_experts=1, n_activated_experts=4, n_expert_groups=4,
-        n_limited_groups=2, score_func="sigmoid", route_scale=1.0, q_lora_rank=64, kv_lora_rank=32,
-        qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32, original_seq_len=256, max_seq_len=256,
+        n_heads=4, n_routed_experts=16, n_shared_experts=1, n_activated_experts=4,
+        n_expert_groups=4, n_limited_groups=2, score_func="sigmoid", route_scale=1.0,
+        q_lora_rank=64, kv_lora_rank=32, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
+        original_seq_len=256, max_seq_len=256,
         n_mtp_modules=1,
     ),
-    # The distillation student (lesson 11): a third of the lesson model's width budget, dense (no MoE), no MTP;
-    # ~0.34M parameters against the teacher's 1.6M total / 0.75M active, as R1 distilled into dense models.
+    # The distillation student (lesson 11): a third of the lesson model's width budget, dense (no
+    # MoE), no MTP; ~0.34M parameters against the teacher's 1.6M total / 0.75M active, as R1
+    # distilled into dense models.
     "student": dict(
         vocab_size=128, dim=96, inter_dim=256, moe_inter_dim=64, n_layers=3, n_dense_layers=3,
-        n_heads=4, n_routed_experts=16, n_shared_experts=1, n_activated_experts=4, n_expert_groups=4,
-        n_limited_groups=2, score_func="sigmoid", route_scale=1.0, q_lora_rank=48, kv_lora_rank=32,
-        qk_nope_head_dim=24, qk_rope_head_dim=16, v_head_dim=24, original_seq_len=256, max_seq_len=256,
+        n_heads=4, n_routed_experts=16, n_shared_experts=1, n_activated_experts=4,
+        n_expert_groups=4, n_limited_groups=2, score_func="sigmoid", route_scale=1.0,
+        q_lora_rank=48, kv_lora_rank=32, qk_nope_head_dim=24, qk_rope_head_dim=16, v_head_dim=24,
+        original_seq_len=256, max_seq_len=256,
         n_mtp_modules=0,
     ),
-    # The single-GPU model (100M total, 23M active): 8 groups of 4 experts, top-4 groups, as V3 routes.
+    # The single-GPU model (100M total, 23M active):
+    # 8 groups of 4 experts, top-4 groups, as V3 routes.
     "small": dict(
         vocab_size=128, dim=512, inter_dim=1536, moe_inter_dim=256, n_layers=8, n_dense_layers=1,
-        n_heads=8, n_routed_experts=32, n_shared_experts=1, n_activated_experts=4, n_expert_groups=8,
-        n_limited_groups=4, score_func="sigmoid", route_scale=2.5, q_lora_rank=256, kv_lora_rank=128,
-        qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64, original_seq_len=1024, max_seq_len=1024,
+        n_heads=8, n_routed_experts=32, n_shared_experts=1, n_activated_experts=4,
+        n_expert_groups=8, n_limited_groups=4, score_func="sigmoid", route_scale=2.5,
+        q_lora_rank=256, kv_lora_rank=128, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
+        original_seq_len=1024, max_seq_len=1024,
         n_mtp_modules=1,
     ),
     # DeepSeek-V2-Lite, official inference/configs/config_16B.json (ModelArgs defaults elsewhere).
     "v2-lite": dict(
-        vocab_size=102400, dim=2048, inter_dim=10944, moe_inter_dim=1408, n_layers=27, n_dense_layers=1,
-        n_heads=16, n_routed_experts=64, n_shared_experts=2, n_activated_experts=6, n_expert_groups=1,
-        n_limited_groups=1, score_func="softmax", route_scale=1.0, q_lora_rank=0, kv_lora_rank=512,
-        qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, original_seq_len=4096,
-        rope_theta=10000.0, rope_factor=40.0, beta_fast=32, beta_slow=1, mscale=0.707, max_seq_len=16384,
+        vocab_size=102400, dim=2048, inter_dim=10944, moe_inter_dim=1408, n_layers=27,
+        n_dense_layers=1, n_heads=16, n_routed_experts=64, n_shared_experts=2,
+        n_activated_experts=6, n_expert_groups=1, n_limited_groups=1, score_func="softmax",
+        route_scale=1.0, q_lora_rank=0, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64,
+        v_head_dim=128, original_seq_len=4096, rope_theta=10000.0, rope_factor=40.0, beta_fast=32,
+        beta_slow=1, mscale=0.707, max_seq_len=16384,
         n_mtp_modules=0,
     ),
     # DeepSeek-V3 / R1, official inference/configs/config_671B.json (ModelArgs defaults elsewhere).
     "v3": dict(
-        vocab_size=129280, dim=7168, inter_dim=18432, moe_inter_dim=2048, n_layers=61, n_dense_layers=3,
-        n_heads=128, n_routed_experts=256, n_shared_experts=1, n_activated_experts=8, n_expert_groups=8,
-        n_limited_groups=4, score_func="sigmoid", route_scale=2.5, q_lora_rank=1536, kv_lora_rank=512,
-        qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, original_seq_len=4096,
-        rope_theta=10000.0, rope_factor=40.0, beta_fast=32, beta_slow=1, mscale=1.0, max_seq_len=16384,
+        vocab_size=129280, dim=7168, inter_dim=18432, moe_inter_dim=2048, n_layers=61,
+        n_dense_layers=3, n_heads=128, n_routed_experts=256, n_shared_experts=1,
+        n_activated_experts=8, n_expert_groups=8, n_limited_groups=4, score_func="sigmoid",
+        route_scale=2.5, q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128,
+        qk_rope_head_dim=64, v_head_dim=128, original_seq_len=4096, rope_theta=10000.0,
+        rope_factor=40.0, beta_fast=32, beta_slow=1, mscale=1.0, max_seq_len=16384,
         n_mtp_modules=1,
     ),
 }

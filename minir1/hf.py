@@ -1,11 +1,11 @@
 """transformers interop: read and write the Hugging Face hub layout of DeepSeek-V3.
 
-A hub directory holds ``config.json`` (``DeepseekV3Config`` fields) and ``model.safetensors`` (or shards with
-an index) with keys such as ``model.layers.{i}.self_attn.q_a_proj.weight`` and per-expert
-``model.layers.{i}.mlp.experts.{e}.gate_proj.weight``. The renaming is the official ``convert.py`` map
-(facts sheet §10). MTP modules, which transformers does not run, are stored the way the V3 checkpoint stores
-its layer 61: as extra layers ``model.layers.{n_layers + k - 1}`` with ``enorm``, ``hnorm``, ``eh_proj`` and
-``shared_head.norm``.
+A hub directory holds ``config.json`` (``DeepseekV3Config`` fields) and ``model.safetensors`` (or
+shards with an index) with keys such as ``model.layers.{i}.self_attn.q_a_proj.weight`` and
+per-expert ``model.layers.{i}.mlp.experts.{e}.gate_proj.weight``. The renaming is the map of the
+official ``inference/convert.py`` (DeepSeek-V3 repository). MTP modules, which transformers does not
+run, are stored the way the V3 checkpoint stores its layer 61: as extra layers
+``model.layers.{n_layers + k - 1}`` with ``enorm``, ``hnorm``, ``eh_proj`` and ``shared_head.norm``.
 
 ``transformers`` itself is not needed here: only ``safetensors`` and ``json``.
 """
@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from minir1.config import ModelConfig
-from minir1.model.params import meta_init
+from minir1.model.init import meta_init
 from minir1.model.transformer import Transformer
+from minir1.weights import read_safetensors
 
 # minir1 name -> HF name, per module inside a decoder layer
 _LAYER_RENAMES = [
@@ -35,19 +36,22 @@ _LAYER_RENAMES = [
     ("ffn.", "mlp."),
 ]
 _MLP_RENAMES = [(".w1.", ".gate_proj."), (".w2.", ".down_proj."), (".w3.", ".up_proj.")]
-_MTP_RENAMES = [("enorm", "enorm"), ("hnorm", "hnorm"), ("eh_proj", "eh_proj"), ("norm", "shared_head.norm")]
+_MTP_RENAMES = [("enorm", "enorm"), ("hnorm", "hnorm"), ("eh_proj", "eh_proj"),
+                ("norm", "shared_head.norm")]
 
 
-# ---------------------------------------------------------------------------------------------- config
+# ------------------------------------------------------------------------------------------ config
 def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
-    """A ``DeepseekV3Config``-compatible dict (legacy ``rope_scaling`` form, read by transformers 4.x and 5.x)."""
+    """A ``DeepseekV3Config``-compatible dict (legacy ``rope_scaling`` form, read by transformers
+    4.x and 5.x)."""
     if cfg.score_func != "sigmoid":
-        raise ValueError("ModelConfig.score_func='softmax' cannot be saved as DeepseekV3: transformers' "
-                         "DeepseekV3 router always uses sigmoid affinities")
+        raise ValueError("ModelConfig.score_func='softmax' cannot be saved as DeepseekV3: "
+                         "transformers' DeepseekV3 router always uses sigmoid affinities")
     rope_scaling = None
     if cfg.uses_yarn:
-        rope_scaling = {"type": "yarn", "factor": cfg.rope_factor, "original_max_position_embeddings":
-                        cfg.original_seq_len, "beta_fast": cfg.beta_fast, "beta_slow": cfg.beta_slow,
+        rope_scaling = {"type": "yarn", "factor": cfg.rope_factor,
+                        "original_max_position_embeddings": cfg.original_seq_len,
+                        "beta_fast": cfg.beta_fast, "beta_slow": cfg.beta_slow,
                         "mscale": cfg.mscale, "mscale_all_dim": cfg.mscale}
     return {
         "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
@@ -56,11 +60,12 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
         "first_k_dense_replace": cfg.n_dense_layers, "num_attention_heads": cfg.n_heads,
         "num_key_value_heads": cfg.n_heads, "n_routed_experts": cfg.n_routed_experts,
         "n_shared_experts": cfg.n_shared_experts, "num_experts_per_tok": cfg.n_activated_experts,
-        "n_group": cfg.n_expert_groups, "topk_group": cfg.n_limited_groups, "scoring_func": "sigmoid",
-        "topk_method": "noaux_tc", "norm_topk_prob": True, "routed_scaling_factor": cfg.route_scale,
-        "q_lora_rank": cfg.q_lora_rank or None, "kv_lora_rank": cfg.kv_lora_rank,
-        "qk_nope_head_dim": cfg.qk_nope_head_dim, "qk_rope_head_dim": cfg.qk_rope_head_dim,
-        "v_head_dim": cfg.v_head_dim, "max_position_embeddings": cfg.max_seq_len, "rope_theta": cfg.rope_theta,
+        "n_group": cfg.n_expert_groups, "topk_group": cfg.n_limited_groups,
+        "scoring_func": "sigmoid", "topk_method": "noaux_tc", "norm_topk_prob": True,
+        "routed_scaling_factor": cfg.route_scale, "q_lora_rank": cfg.q_lora_rank or None,
+        "kv_lora_rank": cfg.kv_lora_rank, "qk_nope_head_dim": cfg.qk_nope_head_dim,
+        "qk_rope_head_dim": cfg.qk_rope_head_dim, "v_head_dim": cfg.v_head_dim,
+        "max_position_embeddings": cfg.max_seq_len, "rope_theta": cfg.rope_theta,
         "rope_scaling": rope_scaling, "rope_interleave": True, "rms_norm_eps": cfg.norm_eps,
         "hidden_act": "silu", "attention_bias": False, "tie_word_embeddings": False,
         "num_nextn_predict_layers": cfg.n_mtp_modules, "initializer_range": cfg.init_std,
@@ -71,9 +76,11 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
 
 
 def config_from_hf(d: dict[str, Any], n_mtp_modules: int | None = None) -> ModelConfig:
-    """``ModelConfig`` from a hub ``config.json`` dict; ValueError for what minir1's model cannot express."""
+    """``ModelConfig`` from a hub ``config.json`` dict; ValueError for what minir1's model
+    cannot express."""
     def unsupported(key: str, rule: str) -> ValueError:
-        return ValueError(f"config.json {key}={d.get(key)!r}: {rule}; minir1 cannot express this model")
+        return ValueError(f"config.json {key}={d.get(key)!r}: {rule}; "
+                          "minir1 cannot express this model")
 
     if d.get("model_type", "deepseek_v3") != "deepseek_v3":
         raise unsupported("model_type", "expected 'deepseek_v3'")
@@ -82,13 +89,16 @@ def config_from_hf(d: dict[str, Any], n_mtp_modules: int | None = None) -> Model
     if d.get("attention_bias", False):
         raise unsupported("attention_bias", "DeepSeek-V3 linears have no bias")
     if d.get("tie_word_embeddings", False):
-        raise unsupported("tie_word_embeddings", "the embedding and the head are separate in DeepSeek-V3")
+        raise unsupported("tie_word_embeddings",
+                          "the embedding and the head are separate in DeepSeek-V3")
     if not d.get("rope_interleave", True):
-        raise unsupported("rope_interleave", "minir1 rotates interleaved pairs, as the official weights expect")
+        raise unsupported("rope_interleave",
+                          "minir1 rotates interleaved pairs, as the official weights expect")
     if d.get("scoring_func", "sigmoid") != "sigmoid":
         raise unsupported("scoring_func", "transformers' DeepseekV3 routes with sigmoid")
     if not d.get("norm_topk_prob", True):
-        raise unsupported("norm_topk_prob", "sigmoid routing weights are normalised over the selected experts")
+        raise unsupported("norm_topk_prob",
+                          "sigmoid routing weights are normalised over the selected experts")
     heads = d.get("num_attention_heads", 128)
     if d.get("num_key_value_heads", heads) != heads:
         raise unsupported("num_key_value_heads", f"MLA expands one latent into all {heads} heads")
@@ -103,16 +113,19 @@ def config_from_hf(d: dict[str, Any], n_mtp_modules: int | None = None) -> Model
         factor = rope.get("factor") or max_len / original
         mscale, mscale_all = rope.get("mscale"), rope.get("mscale_all_dim")
         if max_len <= original:
-            raise unsupported("max_position_embeddings", "minir1 (like the official code) applies YaRN only when "
-                              "it exceeds rope_scaling.original_max_position_embeddings")
+            raise unsupported("max_position_embeddings",
+                              "minir1 (like the official code) applies YaRN only when it exceeds "
+                              "rope_scaling.original_max_position_embeddings")
         if not mscale or mscale != mscale_all or rope.get("attention_factor") not in (None, 1, 1.0):
-            raise unsupported("rope_scaling", "YaRN must put its whole temperature in the softmax scale "
-                              "(mscale == mscale_all_dim, no attention_factor), as DeepSeek-V3 does")
+            raise unsupported("rope_scaling", "YaRN must put its whole temperature in the softmax "
+                              "scale (mscale == mscale_all_dim, no attention_factor), "
+                              "as DeepSeek-V3 does")
         yarn = {"original_seq_len": original, "max_seq_len": max_len, "rope_factor": float(factor),
                 "beta_fast": rope.get("beta_fast") or 32, "beta_slow": rope.get("beta_slow") or 1,
                 "mscale": float(mscale)}
     elif rope_type != "default":
-        raise unsupported("rope_scaling", f"rope type {rope_type!r} is not supported (only default or yarn)")
+        raise unsupported("rope_scaling",
+                          f"rope type {rope_type!r} is not supported (only default or yarn)")
 
     extra = d.get("minir1", {})
     return ModelConfig(
@@ -126,12 +139,13 @@ def config_from_hf(d: dict[str, Any], n_mtp_modules: int | None = None) -> Model
         kv_lora_rank=d["kv_lora_rank"], qk_nope_head_dim=d["qk_nope_head_dim"],
         qk_rope_head_dim=d["qk_rope_head_dim"], v_head_dim=d["v_head_dim"], rope_theta=float(theta),
         norm_eps=d.get("rms_norm_eps", 1e-6),
-        n_mtp_modules=d.get("num_nextn_predict_layers", 0) if n_mtp_modules is None else n_mtp_modules,
+        n_mtp_modules=(d.get("num_nextn_predict_layers", 0) if n_mtp_modules is None
+                       else n_mtp_modules),
         **yarn, **extra,
     )
 
 
-# ---------------------------------------------------------------------------------------------- weights
+# ------------------------------------------------------------------------------------------ weights
 def _hf_layer_name(name: str) -> str:
     for ours, theirs in _LAYER_RENAMES:
         if name.startswith(ours):
@@ -143,7 +157,8 @@ def _hf_layer_name(name: str) -> str:
 
 
 def to_hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
-    """minir1 parameter names -> hub names (per-expert keys; MTP as extra layers after the main model)."""
+    """minir1 parameter names -> hub names (per-expert keys; MTP as extra layers after the
+    main model)."""
     cfg, out = model.cfg, {}
     for name, tensor in model.state_dict().items():
         if name == "embed.weight":
@@ -159,7 +174,8 @@ def to_hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
             if rest.startswith("block."):
                 rest = _hf_layer_name(rest[len("block."):])
             else:
-                rest = next(theirs + rest[len(ours):] for ours, theirs in _MTP_RENAMES if rest.startswith(ours + "."))
+                rest = next(theirs + rest[len(ours):] for ours, theirs in _MTP_RENAMES
+                            if rest.startswith(ours + "."))
             out[f"model.layers.{layer}.{rest}"] = tensor
         else:
             raise KeyError(f"no hub name for parameter {name!r}")
@@ -167,7 +183,8 @@ def to_hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
 
 
 def from_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Hub names -> minir1 names. Accepts per-expert keys and transformers 5's packed expert tensors."""
+    """Hub names -> minir1 names. Accepts per-expert keys and transformers 5's packed
+    expert tensors."""
     inverse = {theirs: ours for ours, theirs in _LAYER_RENAMES}
     mtp_inverse = {theirs: ours for ours, theirs in _MTP_RENAMES}
     mlp_inverse = [(theirs, ours) for ours, theirs in _MLP_RENAMES]
@@ -188,7 +205,8 @@ def from_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
         layer, rest = int(m[1]), m[2]
         if layer >= cfg.n_layers:  # an MTP module stored as an extra layer
             depth = layer - cfg.n_layers
-            if depth >= cfg.n_mtp_modules or rest.startswith(("embed_tokens.", "shared_head.head.")):
+            if (depth >= cfg.n_mtp_modules
+                    or rest.startswith(("embed_tokens.", "shared_head.head."))):
                 continue  # beyond the configured depth, or a copy of the shared embedding / head
             prefix = f"mtp.{depth}."
             head = next((t for t in mtp_inverse if rest.startswith(t + ".")), None)
@@ -198,11 +216,13 @@ def from_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
             prefix += "block."
         else:
             prefix = f"layers.{layer}."
-        if pm := re.match(r"mlp\.experts\.(gate_up_proj|down_proj)$", rest):  # transformers 5 in-memory layout
+        # transformers 5 in-memory layout
+        if pm := re.match(r"mlp\.experts\.(gate_up_proj|down_proj)$", rest):
             for e, w in enumerate(tensor):
                 if pm[1] == "gate_up_proj":
                     w1, w3 = w.chunk(2, dim=0)
-                    out[f"{prefix}ffn.experts.{e}.w1.weight"], out[f"{prefix}ffn.experts.{e}.w3.weight"] = w1, w3
+                    (out[f"{prefix}ffn.experts.{e}.w1.weight"],
+                     out[f"{prefix}ffn.experts.{e}.w3.weight"]) = w1, w3
                 else:
                     out[f"{prefix}ffn.experts.{e}.w2.weight"] = w
             continue
@@ -216,21 +236,7 @@ def from_hf_state_dict(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[st
     return out
 
 
-# ---------------------------------------------------------------------------------------------- files
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    index = path / "model.safetensors.index.json"
-    if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        sd: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            sd.update(load_file(path / shard))
-        return sd
-    single = path / "model.safetensors"
-    if not single.exists():
-        raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
-    return load_file(single)
-
-
+# ------------------------------------------------------------------------------------------ files
 def from_pretrained(path: str | Path, device: torch.device | str = "cpu",
                     dtype: torch.dtype | None = None) -> Transformer:
     """Load a hub-layout directory into a minir1 ``Transformer`` (weights and routing biases)."""
@@ -239,10 +245,12 @@ def from_pretrained(path: str | Path, device: torch.device | str = "cpu",
     if not config_file.exists():
         raise FileNotFoundError(f"{path}: no config.json")
     raw = json.loads(config_file.read_text())
-    hf_sd = _read_safetensors(path)
+    hf_sd = read_safetensors(path)
     n_layers = raw["num_hidden_layers"]
-    mtp_layers = {int(m[1]) for k in hf_sd if (m := re.match(r"model\.layers\.(\d+)\.eh_proj\.", k))}
-    n_mtp = sum(1 for k in range(n_layers, n_layers + raw.get("num_nextn_predict_layers", 0)) if k in mtp_layers)
+    mtp_layers = {int(m[1]) for k in hf_sd
+                  if (m := re.match(r"model\.layers\.(\d+)\.eh_proj\.", k))}
+    n_mtp = sum(1 for k in range(n_layers, n_layers + raw.get("num_nextn_predict_layers", 0))
+                if k in mtp_layers)
     cfg = config_from_hf(raw, n_mtp_modules=n_mtp)
     sd = from_hf_state_dict(hf_sd, cfg)
     with meta_init():
@@ -254,7 +262,8 @@ def from_pretrained(path: str | Path, device: torch.device | str = "cpu",
     missing = [k for k in missing if not k.endswith("ffn.gate.bias")]
     if missing:
         raise KeyError(f"{path}: checkpoint lacks {len(missing)} tensors, e.g. {missing[:5]}")
-    for module in model.modules():  # non-persistent buffers (expert loads) and absent biases are still on meta
+    # non-persistent buffers (expert loads) and absent biases are still on meta
+    for module in model.modules():
         for name, buf in list(module.named_buffers(recurse=False)):
             if buf.is_meta:
                 setattr(module, name, torch.zeros(buf.shape, dtype=buf.dtype))
@@ -263,7 +272,8 @@ def from_pretrained(path: str | Path, device: torch.device | str = "cpu",
 
 
 def save_pretrained(model: Transformer, path: str | Path) -> None:
-    """Write ``config.json`` + ``model.safetensors`` that ``DeepseekV3ForCausalLM.from_pretrained`` loads."""
+    """Write ``config.json`` + ``model.safetensors`` that
+    ``DeepseekV3ForCausalLM.from_pretrained`` loads."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     hf_cfg = config_to_hf(model.cfg)

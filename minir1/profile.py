@@ -1,8 +1,9 @@
 """The one switch that sizes every lesson: ``MINIR1_PROFILE=ci|cpu|gpu``.
 
-``ci`` is the smallest run that still teaches (CI executes it), ``cpu`` what a student runs on a laptop,
-``gpu`` the larger run on one GPU. The default is ``gpu`` when CUDA is available, else ``cpu``. Lessons read
-the profile only through this module: ``steps = pick(ci=30, cpu=300, gpu=3000)``.
+``ci`` is the smallest run that still teaches (CI executes it), ``cpu`` what a student runs on a
+laptop, ``gpu`` the larger run on one GPU. The default is ``gpu`` when CUDA is available, else
+``cpu``. Lessons read the profile only through this module:
+``steps = pick(ci=30, cpu=300, gpu=3000)``.
 """
 
 from __future__ import annotations

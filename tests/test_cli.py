@@ -51,14 +51,16 @@ def test_load_base_trains_once_then_loads(tmp_path, monkeypatch):
     from dataclasses import replace
 
     from minir1.train import pretrain as pt
+    from minir1.train import runs
 
     monkeypatch.setenv("MINIR1_RUNS", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="minir1 pretrain --profile ci"):
-        pt.load_base("ci", train_if_missing=False)
-    monkeypatch.setitem(pt.RECIPES, "ci", replace(pt.RECIPES["ci"], steps=2, eval_n=1, eval_every=0))
-    model, _, meta = pt.load_base("ci", progress=False)
+        runs.load_base("ci", train_if_missing=False)
+    monkeypatch.setitem(pt.PRETRAIN_RECIPES, "ci",
+                        replace(pt.PRETRAIN_RECIPES["ci"], steps=2, eval_n=1, eval_every=0))
+    model, _, meta = runs.load_base("ci", progress=False)
     assert meta["step"] == 2 and (tmp_path / "base-ci" / "checkpoint").exists()
-    again, _, _ = pt.load_base("ci", train_if_missing=False)
+    again, _, _ = runs.load_base("ci", train_if_missing=False)
     assert all((a == b).all() for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
 
 
@@ -66,21 +68,22 @@ def test_load_student_base_trains_the_student_preset(tmp_path, monkeypatch):
     from dataclasses import replace
 
     from minir1.train import pretrain as pt
+    from minir1.train import runs
 
     monkeypatch.setenv("MINIR1_RUNS", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="minir1 pretrain --student --profile ci"):
-        pt.load_base("ci", train_if_missing=False, kind="student")
+        runs.load_base("ci", train_if_missing=False, kind="student")
     monkeypatch.setitem(pt.STUDENT_RECIPES, "ci", replace(pt.STUDENT_RECIPES["ci"], steps=2, eval_n=0, eval_every=0))
-    model, _, meta = pt.load_base("ci", progress=False, kind="student")
+    model, _, meta = runs.load_base("ci", progress=False, kind="student")
     assert meta["step"] == 2 and (tmp_path / "student-ci" / "checkpoint").exists()
     assert model.cfg.n_dense_layers == model.cfg.n_layers and not model.moe_layers() and model.cfg.n_mtp_modules == 0
     with pytest.raises(ValueError, match="kind='teacher'"):
-        pt.base_dir("ci", kind="teacher")
+        runs.base_dir("ci", kind="teacher")
 
 
 def test_shipped_student_is_in_the_repository_and_smaller_than_the_base():
     from minir1 import count_params
-    from minir1.train.pretrain import load_rl_base, shipped_base_dir
+    from minir1.train.runs import load_rl_base, shipped_base_dir
 
     meta = json.loads((shipped_base_dir("student") / "config.json").read_text())
     assert meta["extra"]["stored_dtype"] == "float16" and meta["extra"]["shipped_from"].startswith(
@@ -108,23 +111,23 @@ def test_r1_and_distill_commands(tmp_path, capsys, monkeypatch, micro):
 def test_ship_base_stores_float16_and_load_rl_base_prefers_a_trained_run(tmp_path, monkeypatch):
     from minir1 import ModelConfig, Transformer
     from minir1.data.tokenizer import Tokenizer
-    from minir1.train import pretrain as pt
-    from minir1.train.loop import save_checkpoint
+    from minir1.train import runs
+    from minir1.train.checkpoint import save_checkpoint
 
     tok = Tokenizer()
     torch.manual_seed(0)
     model = Transformer(ModelConfig.preset("tiny", vocab_size=tok.vocab_size, dim=64, n_layers=2))
     save_checkpoint(tmp_path / "trained", model, tok, step=7)
-    shipped = pt.ship_base(tmp_path / "trained", tmp_path / "shipped")
+    shipped = runs.ship_base(tmp_path / "trained", tmp_path / "shipped")
     assert safetensors_dtypes(shipped / "model.safetensors") == {"F16"}
-    monkeypatch.setattr(pt, "shipped_base_dir", lambda kind="base": shipped)
+    monkeypatch.setattr(runs, "shipped_base_dir", lambda kind="base": shipped)
     monkeypatch.setenv("MINIR1_RUNS", str(tmp_path / "runs"))  # no runs/base-cpu: the shipped copy is used
-    loaded, _, meta = pt.load_rl_base("ci")
+    loaded, _, meta = runs.load_rl_base("ci")
     assert meta["step"] == 7 and meta["extra"]["stored_dtype"] == "float16"
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
         assert b.dtype == a.dtype and torch.equal(a.half().to(a.dtype), b), name
     save_checkpoint(tmp_path / "runs" / "base-cpu" / "checkpoint", model, tok, step=9)  # a trained run wins
-    assert pt.load_rl_base("cpu")[2]["step"] == 9
+    assert runs.load_rl_base("cpu")[2]["step"] == 9
 
 
 def safetensors_dtypes(path):
@@ -133,7 +136,7 @@ def safetensors_dtypes(path):
 
 
 def test_shipped_base_model_is_in_the_repository():
-    from minir1.train.pretrain import shipped_base_dir
+    from minir1.train.runs import shipped_base_dir
 
     meta = json.loads((shipped_base_dir() / "config.json").read_text())
     assert meta["step"] == 5000 and meta["extra"]["stored_dtype"] == "float16"
@@ -143,10 +146,10 @@ def test_shipped_base_model_is_in_the_repository():
 def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch, micro):
     from dataclasses import replace
 
+    from minir1 import demo
     from minir1.rl import distill, pipeline
-    from minir1.train import pretrain as pt
 
-    monkeypatch.setattr(pt, "DEMO_RECIPE", replace(pt.DEMO_RECIPE, eval_n=1, eval_every=0, n_docs=500))
+    monkeypatch.setattr(demo, "DEMO_RECIPE", replace(demo.DEMO_RECIPE, eval_n=1, eval_every=0, n_docs=500))
     monkeypatch.setitem(pipeline.PIPELINE_RECIPES, "cpu", micro.pipeline)
     monkeypatch.setitem(distill.DISTILL_RECIPES, "cpu", micro.distill)
     main(["demo", "--steps", "2", "--out", str(tmp_path / "demo"), "--data", str(tmp_path / "data")])

@@ -27,7 +27,7 @@ def test_v3_preset_matches_config_671B():
     shape = (cfg.dim, cfg.n_layers, cfg.n_heads, cfg.n_routed_experts, cfg.n_activated_experts)
     assert shape == (7168, 61, 128, 256, 8)
     assert (cfg.q_lora_rank, cfg.kv_lora_rank, cfg.route_scale, cfg.score_func) == (1536, 512, 2.5, "sigmoid")
-    # YaRN softmax scale: 192^-0.5 * (0.1 ln 40 + 1)^2 = 0.1352 (facts §2.4)
+    # YaRN softmax scale: 192^-0.5 * (0.1 ln 40 + 1)^2 = 0.1352 (the official MLA's softmax_scale * mscale**2)
     assert cfg.softmax_scale == pytest.approx(0.1352, abs=1e-4)
 
 

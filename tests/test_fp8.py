@@ -217,7 +217,7 @@ def test_fp8_linear_scaled_mm_recipe_matches_the_dequant_recipe():
     from dataclasses import replace
 
     from minir1.fp8 import Fp8Linear
-    from minir1.fp8.linear import RECIPES
+    from minir1.fp8.linear import FP8_RECIPES
 
     for name in ("deepseek", "tensorwise"):  # tensorwise mixes E4M3 and E5M2 operands in backward
         torch.manual_seed(0)
@@ -227,7 +227,7 @@ def test_fp8_linear_scaled_mm_recipe_matches_the_dequant_recipe():
         grads = []
         for backend in ("dequant", "scaled_mm"):
             x.grad, lin.weight.grad = None, None
-            y = Fp8Linear.from_linear(lin, replace(RECIPES[name], backend=backend))(x)
+            y = Fp8Linear.from_linear(lin, replace(FP8_RECIPES[name], backend=backend))(x)
             y.backward(dy)
             grads.append((y.detach(), x.grad.clone(), lin.weight.grad.clone()))
         for ref, got in zip(grads[0], grads[1], strict=True):
@@ -346,7 +346,7 @@ def test_accumulation_with_enough_bits_is_exact_fp32():
 
 # ------------------------------------------------------------------------------------------------ fidelity
 def test_ema_and_relative_gap():
-    from minir1.fp8.fidelity import ema, relative_gap
+    from minir1.train.fp8_fidelity import ema, relative_gap
 
     assert ema([1.0, 1.0, 1.0]) == [1.0, 1.0, 1.0]
     assert ema([0.0, 10.0]) == pytest.approx([0.0, 1.0])
@@ -356,7 +356,7 @@ def test_ema_and_relative_gap():
 
 def test_channel_outlier_injection_scales_the_norm_channels():
     from minir1 import ModelConfig, Transformer
-    from minir1.fp8.fidelity import inject_channel_outliers
+    from minir1.train.fp8_fidelity import inject_channel_outliers
 
     torch.manual_seed(0)
     model = Transformer(ModelConfig.preset("tiny"))
@@ -368,7 +368,7 @@ def test_channel_outlier_injection_scales_the_norm_channels():
 
 def test_token_outlier_injection_scales_every_nth_position_and_is_removable():
     from minir1 import ModelConfig, Transformer
-    from minir1.fp8.fidelity import inject_token_outliers
+    from minir1.train.fp8_fidelity import inject_token_outliers
 
     torch.manual_seed(0)
     model = Transformer(ModelConfig.preset("tiny"))
@@ -391,7 +391,7 @@ def test_token_outlier_injection_scales_every_nth_position_and_is_removable():
 
 def test_perturb_weights_is_small_seeded_and_leaves_global_rng_alone():
     from minir1 import ModelConfig, Transformer
-    from minir1.fp8.fidelity import perturb_weights
+    from minir1.train.fp8_fidelity import perturb_weights
 
     torch.manual_seed(0)
     a, b = Transformer(ModelConfig.preset("tiny")), Transformer(ModelConfig.preset("tiny"))
@@ -413,7 +413,7 @@ def test_perturb_weights_is_small_seeded_and_leaves_global_rng_alone():
 
 
 def test_fidelity_report_statistics():
-    from minir1.fp8.fidelity import NOISE_FLOOR, Curve, FidelityReport
+    from minir1.train.fp8_fidelity import NOISE_FLOOR, Curve, FidelityReport
 
     rep = FidelityReport(steps=20, outliers="none", seeds=[0, 1], labels=[NOISE_FLOOR, "deepseek"])
     for s, (noise, fp8) in enumerate([(1.03, 1.01), (0.96, 1.03)]):
@@ -436,7 +436,7 @@ def test_fidelity_report_statistics():
 
 
 def test_loss_curve_is_deterministic_and_rejects_unknown_outliers():
-    from minir1.fp8.fidelity import loss_curve
+    from minir1.train.fp8_fidelity import loss_curve
 
     a, b = loss_curve("off", 3, batch_size=2, seq_len=32), loss_curve("off", 3, batch_size=2, seq_len=32)
     assert a.losses == b.losses

@@ -10,7 +10,7 @@ from minir1 import LatentCache, ModelConfig, Transformer
 from minir1.infer.generate import generate, sample
 from minir1.model import MLA, MoE
 from minir1.model import moe as moe_module
-from minir1.model.params import derived_weight, frozen_weights
+from minir1.model.derived import derived_weight, frozen_weights
 from minir1.model.rope import apply_rope, rope_cos_sin, rope_real
 
 

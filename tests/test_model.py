@@ -37,7 +37,7 @@ def test_rope_scores_depend_only_on_relative_position():
 
 def test_yarn_v3_correction_range_and_blend():
     cfg = ModelConfig.preset("v3")
-    assert yarn_correction_range(32, 1, 64, 10000.0, 4096) == (10, 23)  # facts §2.5
+    assert yarn_correction_range(32, 1, 64, 10000.0, 4096) == (10, 23)  # as the official precompute_freqs_cis gives for V3
     base = 1.0 / (10000.0 ** (torch.arange(0, 64, 2, dtype=torch.float32) / 64))
     f = rope_frequencies(cfg)
     torch.testing.assert_close(f[:10], base[:10])  # high frequencies kept

@@ -6,10 +6,10 @@ from minir1.model import kv_cache_bytes_per_token
 
 def test_v3_counts_match_the_paper():
     c = count_params(ModelConfig.preset("v3"))
-    assert round(c.total / 1e9, 1) == 671.0  # "671B" main model (facts §1.3: 671.03B)
+    assert round(c.total / 1e9, 1) == 671.0  # "671B" main model (V3 §4.2; README_WEIGHTS.md: 671B)
     assert c.activated / 1e9 == pytest.approx(37.55, abs=0.01)  # with embedding and head
     assert c.activated_no_embed / 1e9 == pytest.approx(36.63, abs=0.01)
-    assert c.mtp_total / 1e9 == pytest.approx(11.61, abs=0.01)  # calc in facts §1.3 (README: 11.5B)
+    assert c.mtp_total / 1e9 == pytest.approx(11.61, abs=0.01)  # one MoE layer + eh_proj + norms (README_WEIGHTS.md: 11.5B)
     # 685B on the hub = main + MTP + the MTP layer's own copies of embedding and head
     assert (c.total + c.mtp_total + c.embedding + c.head) / 1e9 == pytest.approx(684.5, abs=0.1)
 

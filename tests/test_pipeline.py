@@ -6,21 +6,18 @@ import random
 
 import pytest
 
+from minir1.data.checks import readability
 from minir1.data.datasets import CorpusConfig, corpus_documents
 from minir1.data.tasks import TASKS, make_problem
 from minir1.data.templates import direct_completion, worked_completion
 from minir1.data.tokenizer import Tokenizer
-from minir1.rl import distill, pipeline
-from minir1.rl.pipeline import (
-    PipelineRecipe,
-    format_results,
-    load_traces,
-    readability,
-    rejection_sample,
-    save_traces,
-    sft_steps_for,
-)
-from minir1.rl.trainer import GRPOConfig
+from minir1.eval.sampled import format_results
+from minir1.rl import distill, pipeline, rejection
+from minir1.rl.pipeline import PipelineRecipe
+from minir1.rl.rejection import load_traces, rejection_sample, save_traces
+from minir1.rl.trainer import GRPOConfig, rl_seconds
+from minir1.train.runs import SHIPPED_TRACES
+from minir1.train.sft import sft_steps_for
 
 
 def test_every_corpus_trace_is_readable():
@@ -60,14 +57,14 @@ def test_rejection_sampling_keeps_correct_readable_distinct_traces(monkeypatch):
     wrong_b = good_b.replace(f"<answer>{b.answer}<", f"<answer>{b.answer + 1}<")
     scripted = [good_a, good_a, direct_completion(a), worked_completion(a, with_check=True),  # a: 4 samples
                 wrong_b, wrong_b, wrong_b, good_b.replace("<think>", "<think>oops,")]  # b: nothing kept
-    monkeypatch.setattr(pipeline, "complete", lambda *args, **kw: scripted)
+    monkeypatch.setattr(rejection, "complete", lambda *args, **kw: scripted)
     rs = rejection_sample(None, Tokenizer(), [a, b], k=4, keep=2)
     assert rs.sampled == 8 and rs.correct == 5 and rs.prompts_kept == 1 and rs.prompts == 2
     assert rs.dropped == {"duplicate": 1, "no reasoning": 1, "unreadable step": 1}
     assert [d.completion for d in rs.docs] == [good_a, worked_completion(a, with_check=True)]
     assert all(d.prompt == f"User: {a.question}\nAssistant: " for d in rs.docs)
 
-    monkeypatch.setattr(pipeline, "complete", lambda *args, **kw: [good_a] * 4 + [good_b] * 4)
+    monkeypatch.setattr(rejection, "complete", lambda *args, **kw: [good_a] * 4 + [good_b] * 4)
     rs = rejection_sample(None, Tokenizer(), [a, b], k=4, keep=1)
     assert len(rs.docs) == 2 and rs.dropped == {"duplicate": 6}  # a duplicate is dropped before the cap counts
 
@@ -112,7 +109,7 @@ def test_pipeline_runs_every_stage(runs, micro):
         assert 0 <= row["pass1"] <= row["passk"] <= 1 and set(row["pass1_by_task"]) == {"add", "expr"}, stage
     assert set(result.curves) == {"r1-zero", "dev2-reasoning-rl", "r1"}
     assert [r["step"] for r in result.curves["r1"]] == [0, 1]  # the check at step 0, then one GRPO step
-    assert result.rows["r1"]["train_seconds"] == pipeline.rl_seconds(result.curves["r1"]) > 0  # checks excluded
+    assert result.rows["r1"]["train_seconds"] == rl_seconds(result.curves["r1"]) > 0  # checks excluded
     assert result.rows["base"]["train_seconds"] == 0 and result.tokenizer is not None
     record = result.rejection.records[0]
     assert {"question", "task", "level", "answer", "steps", "completion", "correct", "why"} <= set(record)
@@ -130,6 +127,6 @@ def test_distillation_uses_the_pipelines_traces_else_the_shipped_ones(runs, micr
     assert list(result.rows) == ["student base", "student distilled", "student RL-only"]
     assert result.summary["traces"] == 8 and result.summary["student"]["preset_dim"] == 96
     traces, path = distill.teacher_traces("ci")
-    assert path == distill.shipped_traces() and len(traces) > 100
+    assert path == SHIPPED_TRACES and len(traces) > 100
     save_traces(runs / "r1-ci" / "traces.jsonl", docs)
     assert distill.teacher_traces("ci")[1] == runs / "r1-ci" / "traces.jsonl"

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from minir1 import ModelConfig, Transformer
+from minir1.data.checks import has_check
 from minir1.data.tasks import make_problem
 from minir1.data.tokenizer import Tokenizer
-from minir1.rl.r1zero import R1ZERO_RECIPES, format_summary, has_check, heldout_metrics, run_r1_zero
-from minir1.train.evaluate import EvalResult
+from minir1.eval.greedy import EvalResult
+from minir1.eval.heldout import heldout_metrics
+from minir1.rl.r1zero import R1ZERO_RECIPES, format_summary, run_r1_zero
 
 TOK = Tokenizer()
 
@@ -47,7 +49,7 @@ def test_recipes_train_on_the_levels_they_evaluate():
 
 
 def test_one_step_run_writes_log_samples_summary_and_checkpoint(tmp_path):
-    from minir1.train.loop import load_model
+    from minir1.train.checkpoint import load_model
 
     torch.manual_seed(0)
     cfg = ModelConfig.preset("tiny", vocab_size=TOK.vocab_size, dim=64, n_layers=2, inter_dim=128, moe_inter_dim=32)
@@ -65,7 +67,7 @@ def test_one_step_run_writes_log_samples_summary_and_checkpoint(tmp_path):
 
 
 def test_majority_answer_ignores_malformed_and_breaks_ties_by_order():
-    from minir1.train.evaluate import majority_answer
+    from minir1.eval.sampled import majority_answer
 
     a = "<think>x</think><answer>{}</answer>"
     assert majority_answer([a.format(5), a.format(7), a.format(7), "no answer", a.format("7 or 8")]) == 7
@@ -76,7 +78,7 @@ def test_majority_answer_ignores_malformed_and_breaks_ties_by_order():
 def test_sampled_eval_scores_pass1_passk_and_majority():
     import random
 
-    from minir1.train.evaluate import sampled_eval
+    from minir1.eval.sampled import sampled_eval
 
     torch.manual_seed(0)
     model = Transformer(ModelConfig.preset("tiny", vocab_size=TOK.vocab_size, dim=64, n_layers=2, inter_dim=128,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minir1.rl.rewards import accuracy_reward, extract_answer, format_reward
+from minir1.data.rewards import accuracy_reward, extract_answer, format_reward
 
 GOOD = "<think>7+9=16,4+8+1=13,3+5+1=9</think><answer>936</answer>"
 

@@ -69,7 +69,7 @@ def test_config_errors_are_named():
 
 
 def test_is_reasoned():
-    from minir1.train.evaluate import is_reasoned
+    from minir1.data.checks import is_reasoned
 
     assert is_reasoned("<think>1+1=2</think><answer>2</answer>") and is_reasoned("<think>1+1=")
     assert not is_reasoned("<think></think><answer>2</answer>") and not is_reasoned("<think> </think>")

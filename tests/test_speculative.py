@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from minir1 import LatentCache, ModelConfig, Transformer
-from minir1.data.datasets import prompt_for
-from minir1.data.templates import REASON_PREFIX
+from minir1.data.templates import REASON_PREFIX, prompt_for
+from minir1.data.testsets import evaluation_problems
 from minir1.infer import SpeculativeResult, generate, speculative_generate
 from minir1.infer.generate import sample
-from minir1.train.pretrain import evaluation_problems, load_rl_base
+from minir1.train.runs import load_rl_base
 
 
 def tiny_model(seed: int = 0, **overrides) -> Transformer:

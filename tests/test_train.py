@@ -10,7 +10,8 @@ from minir1.data.datasets import CorpusConfig, PackedStream, SFTStream, corpus_d
 from minir1.data.tokenizer import Tokenizer
 from minir1.infer.generate import sample
 from minir1.model.transformer import IGNORE_INDEX
-from minir1.train.loop import CheckpointError, TrainConfig, Trainer, load_model, lr_at, save_checkpoint
+from minir1.train.checkpoint import CheckpointError, load_model, save_checkpoint
+from minir1.train.loop import TrainConfig, Trainer, lr_at
 
 TOK = Tokenizer()
 
@@ -51,7 +52,7 @@ def test_periodic_evaluation_rows(tmp_path):
         return {"val_loss": 1.0}
 
     c = TrainConfig(steps=7, batch_size=4, seq_len=48, lr=3e-3, warmup_steps=2, log_every=5, eval_every=3)
-    trainer = Trainer(small_model(), TOK, stream(), c, tmp_path, eval_fn=check, progress=False)
+    trainer = Trainer(small_model(), stream(), c, out_dir=tmp_path, tokenizer=TOK, eval_fn=check, progress=False)
     history = trainer.fit()
     # rows at the log steps (5, 7) and the eval steps (3, 6), evaluated at 3, 6 and the last step
     assert [r["step"] for r in history] == [3, 5, 6, 7]
@@ -70,7 +71,7 @@ def test_lr_schedule():
 
 
 def test_training_reduces_loss_and_logs(tmp_path):
-    trainer = Trainer(small_model(), TOK, stream(), cfg(steps=30), tmp_path, progress=False)
+    trainer = Trainer(small_model(), stream(), cfg(steps=30), out_dir=tmp_path, tokenizer=TOK, progress=False)
     history = trainer.fit()
     assert history[-1]["loss"] < history[0]["loss"] - 0.5
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -79,11 +80,11 @@ def test_training_reduces_loss_and_logs(tmp_path):
 
 
 def test_resume_is_bit_exact(tmp_path):
-    straight = Trainer(small_model(), TOK, stream(), cfg(steps=6), tmp_path / "a", progress=False)
+    straight = Trainer(small_model(), stream(), cfg(steps=6), out_dir=tmp_path / "a", tokenizer=TOK, progress=False)
     straight.fit()
-    first = Trainer(small_model(), TOK, stream(), cfg(steps=3), tmp_path / "b", progress=False)
+    first = Trainer(small_model(), stream(), cfg(steps=3), out_dir=tmp_path / "b", tokenizer=TOK, progress=False)
     first.fit()
-    resumed = Trainer(small_model(seed=99), TOK, stream(), cfg(steps=6), tmp_path / "b", progress=False)
+    resumed = Trainer(small_model(seed=99), stream(), cfg(steps=6), out_dir=tmp_path / "b", tokenizer=TOK, progress=False)
     resumed.fit(resume=True)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
@@ -91,7 +92,7 @@ def test_resume_is_bit_exact(tmp_path):
 
 
 def test_checkpoint_holds_no_pickles(tmp_path):
-    trainer = Trainer(small_model(), TOK, stream(), cfg(steps=2), tmp_path, progress=False)
+    trainer = Trainer(small_model(), stream(), cfg(steps=2), out_dir=tmp_path, tokenizer=TOK, progress=False)
     trainer.fit()
     files = sorted(p.name for p in (tmp_path / "checkpoint").iterdir())
     assert all(f.endswith((".safetensors", ".json")) for f in files), files
@@ -102,7 +103,7 @@ def test_checkpoint_holds_no_pickles(tmp_path):
 
 
 def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path):
-    trainer = Trainer(small_model(), TOK, stream(), cfg(steps=4, ckpt_every=2), tmp_path, progress=False)
+    trainer = Trainer(small_model(), stream(), cfg(steps=4, ckpt_every=2), out_dir=tmp_path, tokenizer=TOK, progress=False)
     trainer.cfg.steps = 2
     trainer.fit()
     saved = (tmp_path / "checkpoint" / "model.safetensors").read_bytes()
@@ -123,10 +124,10 @@ def test_checkpoint_errors(tmp_path):
     (path / "model.safetensors").write_bytes(blob[: len(blob) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_model(path)
-    trainer = Trainer(small_model(), TOK, stream(), cfg(steps=1), tmp_path / "run", progress=False)
+    trainer = Trainer(small_model(), stream(), cfg(steps=1), out_dir=tmp_path / "run", tokenizer=TOK, progress=False)
     trainer.fit()
-    other = Trainer(small_model(n_routed_experts=8, n_expert_groups=2, n_limited_groups=1), TOK, stream(),
-                    cfg(steps=2), tmp_path / "run", progress=False)
+    other = Trainer(small_model(n_routed_experts=8, n_expert_groups=2, n_limited_groups=1), stream(),
+                    cfg(steps=2), out_dir=tmp_path / "run", tokenizer=TOK, progress=False)
     with pytest.raises(CheckpointError, match="n_routed_experts"):
         other.fit(resume=True)
 

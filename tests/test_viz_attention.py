@@ -9,13 +9,7 @@ from matplotlib.patches import Rectangle
 
 from minir1 import ModelConfig
 from minir1.model import kv_cache_bytes_per_token
-from minir1.viz.attention import (
-    SCHEMES,
-    format_cache_table,
-    kv_cache_table,
-    render_cache_squares,
-    render_kv_cache,
-)
+from minir1.viz.attention import SCHEMES, format_cache_table, kv_cache_table, render_cache_squares, render_kv_cache
 
 
 def _table_for(cfg: ModelConfig, bytes_per_value: int = 2, **kw):

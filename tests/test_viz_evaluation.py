@@ -5,7 +5,7 @@ matplotlib.use("Agg")
 import pytest
 
 from minir1.data.tasks import Problem
-from minir1.train.evaluate import EvalResult
+from minir1.eval.greedy import EvalResult
 from minir1.viz.evaluation import render_accuracy
 
 

@@ -5,6 +5,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from minir1.viz.mtp import expected_tokens_per_pass, render_mtp_chain, render_speculative_speedup
 
@@ -12,7 +13,8 @@ from minir1.viz.mtp import expected_tokens_per_pass, render_mtp_chain, render_sp
 def test_one_draft_is_one_plus_acceptance():
     for a in (0.0, 0.3, 0.85, 0.9, 1.0):
         assert expected_tokens_per_pass(a) == pytest.approx(1 + a)
-    # V3 §5.4.3: 85-90% acceptance of the second token bounds the speed-up at 1.85-1.90x (1.8x measured)
+    # V3 §5.4.3: 85-90% acceptance of the second token bounds the speed-up at 1.85-1.90x (1.8x
+    # measured)
     assert 1.8 < expected_tokens_per_pass(0.85) < expected_tokens_per_pass(0.90) <= 1.9
 
 
@@ -54,7 +56,8 @@ def test_chain_shows_what_each_depth_predicts(depth):
     assert len(ax.get_yticks()) == depth + 2  # tokens, main model, depths 1..D
     texts = _texts(fig)
     # depth k at position i predicts t_{i+k+1} and reads Emb(t_{i+k}); no target beyond the window
-    assert sum(t.startswith("+ Emb(") for t in texts) == sum(seq_len - k - 1 for k in range(1, depth + 1))
+    n_reads = sum(seq_len - k - 1 for k in range(1, depth + 1))
+    assert sum(t.startswith("+ Emb(") for t in texts) == n_reads
     for k in range(1, depth + 1):
         assert f"+ Emb($t_{{{position + k}}}$)" in texts
         assert f"$t_{{{position + k + 1}}}$" in texts
@@ -62,6 +65,24 @@ def test_chain_shows_what_each_depth_predicts(depth):
     assert sum(t == "-" for t in texts) == (depth + 1) * seq_len - n_boxes_with_target
     title = ax.get_title()
     assert ", ".join(f"$t_{{{position + k + 1}}}$" for k in range(depth + 1)) in title
+    plt.close("all")
+
+
+def test_chain_boxes_rings_and_arrows():
+    seq_len, depth, position = 7, 2, 3
+    ax = render_mtp_chain(seq_len=seq_len, depth=depth, position=position).axes[0]
+    boxes = [p for p in ax.patches if isinstance(p, FancyBboxPatch)]
+    arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    rings = [b for b in boxes if b.get_facecolor()[3] == 0]
+    assert len(boxes) == seq_len * (depth + 2) + len(rings) and len(rings) == depth + 1
+    # one ring per depth, around the token it predicts at `position`, on the token row
+    centres = sorted(round(r.get_x() + r.get_width() / 2, 6) for r in rings)
+    assert centres == [position + k + 1 for k in range(depth + 1)]
+    assert all(abs(r.get_y() + r.get_height() / 2) < 1e-9 for r in rings)
+    # the hidden state passed up: one arrow per level in the position's column, below each depth
+    assert len(arrows) == depth + 1
+    dashed = [b for b in boxes if b.get_linestyle() == "--"]  # no target inside the window
+    assert len(dashed) == sum(k + 1 for k in range(depth + 1))
     plt.close("all")
 
 

@@ -4,7 +4,7 @@ import matplotlib
 import pytest
 
 from minir1.data.tokenizer import Tokenizer
-from minir1.viz.rollouts import render_curves, render_rollout
+from minir1.viz.rollouts import render_r1_zero_curves, render_rollout
 
 matplotlib.use("Agg")
 TOK = Tokenizer()
@@ -42,7 +42,7 @@ def test_curves_plot_training_and_heldout_points():
     history = [{"step": 0, "heldout_accuracy": 0.1, "heldout_length": 8.0}]
     history += [{"step": s, "accuracy": s / 10, "length": 8 + s} for s in range(1, 11)]
     history[-1].update(heldout_accuracy=0.9, heldout_length=40.0)
-    fig = render_curves(history)
+    fig = render_r1_zero_curves(history)
     acc, length = fig.axes
     assert len(acc.lines) == 2 and list(acc.lines[1].get_ydata()) == [0.1, 0.9]
     assert list(length.lines[1].get_ydata()) == [8.0, 40.0]

@@ -36,7 +36,7 @@ def test_returns_three_labelled_panels(v3_fig):
     assert "ramp γ_i" in {ln.get_label() for ln in ax_ramp.get_lines()}
     for ax in v3_fig.axes:
         assert len(_line(ax, ax.get_lines()[0].get_label())) == 32  # one point per rotary pair of d^R = 64
-    assert "[10, 23]" in ax_wave.get_title()  # V3's correction range (facts §2.5)
+    assert "[10, 23]" in ax_wave.get_title()  # V3's correction range (official precompute_freqs_cis)
     assert ax_ramp.get_xlabel() and ax_wave.get_ylabel() and ax_wave.get_yscale() == "log"
 
 

@@ -1,6 +1,7 @@
 """Verifiable reasoning tasks with exact integer answers and step-by-step worked solutions.
 
-R1's reasoning RL needs problems whose answers a rule can check (R1 §2.2.2). minir1's miniature versions:
+R1's reasoning RL needs problems whose answers a rule can check (R1 §2.2.2).
+minir1's miniature versions:
 
 | task  | level 1            | level 2            | level 3            | level 4            |
 |-------|--------------------|--------------------|--------------------|--------------------|
@@ -9,13 +10,15 @@ R1's reasoning RL needs problems whose answers a rule can check (R1 §2.2.2). mi
 | mul   | 3-digit x 1-digit  | 4-digit x 1-digit  | 2-digit x 2-digit  | 3-digit x 2-digit  |
 | expr  | a+-b+-c            | 3 ops, + and -     | 3 ops, + - *       | 4 ops, + - *       |
 
-Worked solutions are what a person writes on paper, one small step at a time, right to left with carries and
-borrows (``7+9=16,4+8+1=13,3+5+1=9``), so that every step is a fact a tiny model can learn; the final
-answer is then read off the steps. Each problem also carries a *check* (the inverse operation, e.g.
-``936-589=347``) that a worked solution may end with: the miniature of R1's self-verification.
+Worked solutions are what a person writes on paper, one small step at a time, right to left with
+carries and borrows (``7+9=16,4+8+1=13,3+5+1=9``), so that every step is a fact a tiny model can
+learn; the final answer is then read off the steps. Each problem also carries a *check* (the
+inverse operation, e.g. ``936-589=347``) that a worked solution may end with: the miniature of
+R1's self-verification.
 
-Everything is a pure function of ``(task, level, seed)``: ``sample_problems`` is deterministic, and train and
-test sets are disjoint by construction (``split_of`` hashes the question, so no question can be in both).
+Everything is a pure function of ``(task, level, seed)``: ``sample_problems`` is deterministic,
+and train and test sets are disjoint by construction (``split_of`` hashes the question, so no
+question can be in both).
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ class Problem:
     check: str = ""  # an inverse-operation check of the answer, e.g. "936-589=347"
 
     def reasoning(self, with_check: bool = False) -> str:
-        """The worked solution as one line of comma-separated steps (optionally ending with the check)."""
+        """The worked solution as one line of comma-separated steps
+        (optionally ending with the check)."""
         steps = list(self.steps) + ([f"check {self.check}"] if with_check and self.check else [])
         return ",".join(steps)
 
@@ -65,7 +69,8 @@ def addition_steps(a: int, b: int) -> list[str]:
 
 
 def subtraction_steps(a: int, b: int) -> list[str]:
-    """Right to left, a >= b: borrowing shows as 10 added to the digit (``14-1-8=5``: 4 borrowed, 1 lent)."""
+    """Right to left, a >= b: borrowing shows as 10 added to the digit
+    (``14-1-8=5``: 4 borrowed, 1 lent)."""
     da, db = _digits(a), _digits(b)
     steps, borrow = [], 0
     for i in range(len(da)):
@@ -87,7 +92,8 @@ def _times_digit(a: int, d: int) -> tuple[list[str], int]:
 
 
 def multiplication_steps(a: int, b: int) -> list[str]:
-    """a x (one digit): digit products with carries. a x (two digits): two partial products, then their sum."""
+    """a x (one digit): digit products with carries.
+    a x (two digits): two partial products, then their sum."""
     db = _digits(b)
     if len(db) == 1:
         return _times_digit(a, b)[0]
@@ -128,10 +134,12 @@ def make_problem(task: str, level: int, rng: random.Random) -> Problem:
         raise ValueError(f"level={level}: must be one of {LEVELS}")
     if task == "add":
         a, b = _rand(rng, level + 1), _rand(rng, level + 1)
-        return Problem(task, level, f"{a}+{b}", a + b, tuple(addition_steps(a, b)), f"{a + b}-{b}={a}")
+        return Problem(task, level, f"{a}+{b}", a + b, tuple(addition_steps(a, b)),
+                       f"{a + b}-{b}={a}")
     if task == "sub":
         a, b = sorted((_rand(rng, level + 1), _rand(rng, level + 1)), reverse=True)
-        return Problem(task, level, f"{a}-{b}", a - b, tuple(subtraction_steps(a, b)), f"{a - b}+{b}={a}")
+        return Problem(task, level, f"{a}-{b}", a - b, tuple(subtraction_steps(a, b)),
+                       f"{a - b}+{b}={a}")
     if task == "mul":
         da, db = {1: (3, 1), 2: (4, 1), 3: (2, 2), 4: (3, 2)}[level]
         a, b = _rand(rng, da), _rand(rng, db)
@@ -150,9 +158,25 @@ TASKS = ("add", "sub", "mul", "expr")
 
 
 def split_of(problem: Problem, test_fraction: float = 0.1) -> str:
-    """'test' or 'train', decided by a hash of the question alone: the two splits can never share a question."""
-    h = int.from_bytes(hashlib.sha256(f"{problem.task}:{problem.question}".encode()).digest()[:8], "big")
+    """'test' or 'train', decided by a hash of the question alone:
+    the two splits can never share a question."""
+    h = int.from_bytes(hashlib.sha256(f"{problem.task}:{problem.question}".encode()).digest()[:8],
+                       "big")
     return "test" if h / 2**64 < test_fraction else "train"
+
+
+def draw_train_problems(n: int, tasks: tuple[str, ...], levels: tuple[int, ...],
+                        key: str) -> list[Problem]:
+    """``n`` train-split problems, task and level uniform at random, deterministic in ``key``
+    (a string naming who draws and which draw, e.g. ``"grpo:0:12"``, so two callers never share
+    a stream)."""
+    rng = random.Random(key)
+    out: list[Problem] = []
+    while len(out) < n:
+        p = make_problem(rng.choice(tasks), rng.choice(levels), rng)
+        if split_of(p) == "train":
+            out.append(p)
+    return out
 
 
 def sample_problems(task: str, level: int, n: int, seed: int, split: str = "train",

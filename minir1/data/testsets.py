@@ -1,7 +1,8 @@
 """The fixed held-out test sets, shipped in ``data/test/`` with a checksum manifest.
 
-They are generated deterministically from the test split (``tasks.split_of``), so ``minir1 data`` rebuilds the
-files bit-identically and a test checks that the committed files, the manifest and the generator agree.
+They are generated deterministically from the test split (``tasks.split_of``), so ``minir1 data``
+rebuilds the files bit-identically and a test checks that the committed files, the manifest and
+the generator agree.
 """
 
 from __future__ import annotations
@@ -23,15 +24,23 @@ def test_set(task: str, level: int, n: int = TEST_SIZE) -> list[Problem]:
     return sample_problems(task, level, TEST_SIZE, seed=TEST_SEED, split="test")[:n]
 
 
+def evaluation_problems(n: int, tasks: tuple[str, ...] = TASKS,
+                        levels: tuple[int, ...] = LEVELS) -> list[Problem]:
+    """The first ``n`` problems of every (task, level) test set, task by task."""
+    return [p for t in tasks for lv in levels for p in test_set(t, lv, n)]
+
+
 def _serialise(problems: list[Problem]) -> bytes:
-    lines = [json.dumps({"task": p.task, "level": p.level, "question": p.question, "answer": p.answer,
-                         "steps": list(p.steps), "check": p.check}, separators=(",", ":"), sort_keys=True)
+    lines = [json.dumps({"task": p.task, "level": p.level, "question": p.question,
+                         "answer": p.answer, "steps": list(p.steps), "check": p.check},
+                        separators=(",", ":"), sort_keys=True)
              for p in problems]
     return ("\n".join(lines) + "\n").encode()
 
 
 def write_test_sets(root: str | Path) -> dict[str, str]:
-    """Write ``root/test/{task}_L{level}.jsonl`` and ``root/MANIFEST.json`` (sha256 per file); returns it."""
+    """Write ``root/test/{task}_L{level}.jsonl`` and ``root/MANIFEST.json``
+    (sha256 per file); returns it."""
     root = Path(root)
     (root / "test").mkdir(parents=True, exist_ok=True)
     manifest = {}
@@ -66,5 +75,6 @@ def load_test_set(root: str | Path, task: str, level: int) -> list[Problem]:
     file = Path(root) / f"test/{task}_L{level}.jsonl"
     if not file.exists():
         raise FileNotFoundError(f"{file}: run `minir1 data` to build the test sets")
-    return [Problem(d["task"], d["level"], d["question"], d["answer"], tuple(d["steps"]), d["check"])
+    return [Problem(d["task"], d["level"], d["question"], d["answer"], tuple(d["steps"]),
+                    d["check"])
             for d in map(json.loads, file.read_text().splitlines())]

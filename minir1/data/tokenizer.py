@@ -1,13 +1,13 @@
 """A character-level tokenizer with the special tokens of the R1 format.
 
 Every printable ASCII character is one token; the tags ``<think>``, ``</think>``, ``<answer>``,
-``</answer>`` and the control tokens ``<bos>``, ``<eos>``, ``<pad>`` are single tokens of their own, so a
-model writes a whole tag in one step. The characters ``<``, ``/`` and ``>`` are in the alphabet too, so a
-model *can* spell a tag character by character; ``encode`` maps any literal tag back to its single token,
-which is why the reward parsers work on decoded text rather than on token ids. Characters outside the
-alphabet raise a ``ValueError`` that names them:
-silently mapping them to an "unknown" token would let a reward parser see text the model never wrote.
-The vocabulary is saved with every checkpoint as JSON.
+``</answer>`` and the control tokens ``<bos>``, ``<eos>``, ``<pad>`` are single tokens of their own,
+so a model writes a whole tag in one step. The characters ``<``, ``/`` and ``>`` are in the alphabet
+too, so a model *can* spell a tag character by character; ``encode`` maps any literal tag back to
+its single token, which is why the reward parsers work on decoded text rather than on token ids.
+Characters outside the alphabet raise a ``ValueError`` that names them: silently mapping them to an
+"unknown" token would let a reward parser see text the model never wrote. The vocabulary is saved
+with every checkpoint as JSON.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ import re
 import string
 from pathlib import Path
 
-SPECIALS = ("<pad>", "<bos>", "<eos>", "<think>", "</think>", "<answer>", "</answer>")
+from minir1.data.tags import BOS, EOS, PAD, SPECIALS
+
 CHARS = "\n" + " " + string.digits + string.ascii_letters + string.punctuation
 
 
 class Tokenizer:
-    """Character-level tokenizer; ``vocab_size`` is 103 with the default alphabet (7 specials + 96 characters)."""
+    """Character-level tokenizer; ``vocab_size`` is 103 with the default alphabet (7 specials and 96
+    characters)."""
 
     def __init__(self, chars: str = CHARS, specials: tuple[str, ...] = SPECIALS) -> None:
         if len(set(chars)) != len(chars):
@@ -31,7 +33,8 @@ class Tokenizer:
         self.chars = chars
         self.itos = list(self.specials) + list(chars)
         self.stoi = {s: i for i, s in enumerate(self.itos)}
-        self._split = re.compile("(" + "|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)) + ")")
+        by_length = sorted(specials, key=len, reverse=True)  # longest first: "</think>" before "<"
+        self._split = re.compile("(" + "|".join(re.escape(s) for s in by_length) + ")")
 
     @property
     def vocab_size(self) -> int:
@@ -39,15 +42,15 @@ class Tokenizer:
 
     @property
     def pad_id(self) -> int:
-        return self.stoi["<pad>"]
+        return self.stoi[PAD]
 
     @property
     def bos_id(self) -> int:
-        return self.stoi["<bos>"]
+        return self.stoi[BOS]
 
     @property
     def eos_id(self) -> int:
-        return self.stoi["<eos>"]
+        return self.stoi[EOS]
 
     def token_id(self, token: str) -> int:
         """The id of one special token or character."""
@@ -69,8 +72,9 @@ class Tokenizer:
                     if tid is None or ch in self.specials:
                         pos = start + i
                         near = text[max(0, pos - 20):pos + 20]
-                        raise ValueError(f"character {ch!r} (U+{ord(ch):04X}) at position {pos} of the text "
-                                         f"(near {near!r}) is not in the tokenizer alphabet")
+                        raise ValueError(f"character {ch!r} (U+{ord(ch):04X}) at position {pos} of "
+                                         f"the text (near {near!r}) is not in the "
+                                         "tokenizer alphabet")
                     ids.append(tid)
             start += len(piece)
         if eos:
@@ -78,7 +82,8 @@ class Tokenizer:
         return ids
 
     def decode(self, ids: list[int] | tuple[int, ...], skip_control: bool = True) -> str:
-        """Ids -> text; ``<pad>``, ``<bos>`` and ``<eos>`` are dropped unless ``skip_control=False``."""
+        """Ids -> text; ``<pad>``, ``<bos>`` and ``<eos>`` are dropped
+        unless ``skip_control=False``."""
         control = {self.pad_id, self.bos_id, self.eos_id} if skip_control else set()
         out = []
         for i in ids:

@@ -1,26 +1,28 @@
 """The two FP8 formats of DeepSeek-V3's training recipe, written from their bit layouts (V3 §3.3).
 
-An FP8 number is 1 sign bit, ``e`` exponent bits and ``m`` mantissa bits. With exponent field ``E`` and mantissa
-field ``M`` it is ``(-1)^s * 2^(E - bias) * (1 + M / 2^m)`` when ``E > 0`` (normal) and
-``(-1)^s * 2^(1 - bias) * (M / 2^m)`` when ``E == 0`` (subnormal: the grid continues evenly down to zero).
+An FP8 number is 1 sign bit, ``e`` exponent bits and ``m`` mantissa bits. With exponent field
+``E`` and mantissa field ``M`` it is ``(-1)^s * 2^(E - bias) * (1 + M / 2^m)`` when ``E > 0``
+(normal) and ``(-1)^s * 2^(1 - bias) * (M / 2^m)`` when ``E == 0`` (subnormal: the grid continues
+evenly down to zero).
 
-* **E4M3** (``torch.float8_e4m3fn``, the one V3 uses on every tensor): bias 7, no infinities; the one NaN
-  pattern per sign is ``S.1111.111``, so the largest value is ``1.75 * 2^8 = 448``; the smallest subnormal is
-  ``2^-9``.
-* **E5M2** (``torch.float8_e5m2``, the older choice for gradients): bias 15, IEEE-like, with ``±inf`` at
-  ``S.11111.00`` and NaNs above it; the largest finite value is ``1.75 * 2^15 = 57344``; the smallest subnormal
-  is ``2^-16``.
+* **E4M3** (``torch.float8_e4m3fn``, the one V3 uses on every tensor): bias 7, no infinities; the
+  one NaN pattern per sign is ``S.1111.111``, so the largest value is ``1.75 * 2^8 = 448``; the
+  smallest subnormal is ``2^-9``.
+* **E5M2** (``torch.float8_e5m2``, the older choice for gradients): bias 15, IEEE-like, with
+  ``±inf`` at ``S.11111.00`` and NaNs above it; the largest finite value is ``1.75 * 2^15 = 57344``;
+  the smallest subnormal is ``2^-16``.
 
-``encode`` rounds float32 values to the nearest representable value, ties to the even mantissa, and returns
-the 8-bit codes. What happens beyond the largest finite value is the cast's *overflow policy*, and it is
-what torch (2.4 and later) does, which the tests check bit for bit on every finite float16 and on a million
-random float32 values:
+``encode`` rounds float32 values to the nearest representable value, ties to the even mantissa, and
+returns the 8-bit codes. What happens beyond the largest finite value is the cast's *overflow
+policy*, and it is what torch (2.4 and later) does, which the tests check bit for bit on every
+finite float16 and on a million random float32 values:
 
 * E4M3 **saturates**: anything that rounds past 448, including ``±inf``, becomes ``±448``;
 * E5M2 **overflows to infinity**: anything that rounds past 57344 becomes ``±inf``;
 * NaN stays NaN: the all-ones code ``0x7F``, or ``0xFF`` for a negative NaN, in both formats.
 
-Float32 subnormals (below ``2^-126``) are far below either format's smallest subnormal and round to ``±0``.
+Float32 subnormals (below ``2^-126``) are far below either format's smallest subnormal
+and round to ``±0``.
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ class FP8Format:
     def max(self) -> float:
         """The largest finite value."""
         top = (1 << self.exp_bits) - 1  # all-ones exponent field
-        if self.saturate:  # E4M3fn: the all-ones exponent is a normal binade, minus the NaN mantissa
-            return 2.0 ** (top - self.bias) * (1 + ((1 << self.man_bits) - 2) / (1 << self.man_bits))
+        # E4M3fn: the all-ones exponent is a normal binade, minus the NaN mantissa
+        if self.saturate:
+            return (2.0 ** (top - self.bias)
+                    * (1 + ((1 << self.man_bits) - 2) / (1 << self.man_bits)))
         return 2.0 ** (top - 1 - self.bias) * (2 - 2.0 ** -self.man_bits)
 
     @property
@@ -69,7 +73,8 @@ def get_format(fmt: str | FP8Format) -> FP8Format:
 
 
 def encode(x: np.ndarray | torch.Tensor, fmt: str | FP8Format = "e4m3") -> np.ndarray:
-    """Float32 values -> FP8 codes (uint8), round-to-nearest-even, with the format's overflow policy."""
+    """Float32 values -> FP8 codes (uint8), round-to-nearest-even,
+    with the format's overflow policy."""
     f = get_format(fmt)
     a = np.ascontiguousarray(x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else x,
                              dtype=np.float32)
@@ -102,16 +107,19 @@ def encode(x: np.ndarray | torch.Tensor, fmt: str | FP8Format = "e4m3") -> np.nd
         over = exp_field >= top
         over_code = top << f.man_bits  # +-inf
     code = (exp_field << f.man_bits) | man_field
-    code = np.where(over | (e32 == 0xFF), over_code, code)  # +-inf inputs follow the overflow policy
+    # +-inf inputs follow the overflow policy
+    code = np.where(over | (e32 == 0xFF), over_code, code)
     code = sign | code
-    code = np.where((e32 == 0xFF) & (m32 != 0), sign | 0x7F, code)  # NaN: all ones, the input's sign
+    # NaN: all ones, the input's sign
+    code = np.where((e32 == 0xFF) & (m32 != 0), sign | 0x7F, code)
     return code.astype(np.uint8)
 
 
 def decode(codes: np.ndarray | torch.Tensor, fmt: str | FP8Format = "e4m3") -> np.ndarray:
     """FP8 codes (uint8) -> their exact values as float32."""
     f = get_format(fmt)
-    c = np.asarray(codes.cpu().numpy() if isinstance(codes, torch.Tensor) else codes).astype(np.int64)
+    c = np.asarray(codes.cpu().numpy() if isinstance(codes, torch.Tensor)
+                   else codes).astype(np.int64)
     sign = np.where(c >> 7, -1.0, 1.0)
     e = (c >> f.man_bits) & ((1 << f.exp_bits) - 1)
     m = c & ((1 << f.man_bits) - 1)

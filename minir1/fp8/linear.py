@@ -3,17 +3,18 @@
 For ``y = x Wᵀ`` with x ``[T, K]`` (tokens x in-features) and W ``[N, K]``:
 
 * **Fprop** ``y = x · Wᵀ``: x in 1x128 tiles (per token, per 128 channels), W in 128x128 blocks.
-* **Dgrad** ``dx = dy · W``: dy in 1x128 tiles (per token, per 128 output channels), W's blocks transposed.
-* **Wgrad** ``dW = dyᵀ · x``: the inner dimension is now the tokens, so both dy and x are quantised in 128x1
-  tiles (128 tokens per scale, per channel), the "transposed use" of V3 §3.3.2. x is cached for backward in
-  that FP8 form, as V3 caches activations in FP8.
+* **Dgrad** ``dx = dy · W``: dy in 1x128 tiles (per token, per 128 output channels),
+  W's blocks transposed.
+* **Wgrad** ``dW = dyᵀ · x``: the inner dimension is now the tokens, so both dy and x are quantised
+  in 128x1 tiles (128 tokens per scale, per channel), the "transposed use" of V3 §3.3.2. x is cached
+  for backward in that FP8 form, as V3 caches activations in FP8.
 
-Every GEMM dequantises per 128-wide inner slice into fp32 (``fp8_gemm``). The weight gradient is returned
-in fp32 to the fp32 master weight, so the optimiser never sees FP8.
+Every GEMM dequantises per 128-wide inner slice into fp32 (``fp8_gemm``). The weight gradient is
+returned in fp32 to the fp32 master weight, so the optimiser never sees FP8.
 
-``convert_to_fp8(model, recipe)`` swaps the Linears that V3 runs in FP8 and keeps in high precision what the
-paper keeps there (§3.3.1): the embedding, the output head, the MoE gate, the norms and the attention core
-(softmax(QKᵀ)V is not a Linear at all).
+``convert_to_fp8(model, recipe)`` swaps the Linears that V3 runs in FP8 and keeps in high precision
+what the paper keeps there (§3.3.1): the embedding, the output head, the MoE gate, the norms and the
+attention core (softmax(QKᵀ)V is not a Linear at all).
 """
 
 from __future__ import annotations
@@ -37,19 +38,23 @@ class Fp8Recipe:
     fwd_fmt: str = "e4m3"
     bwd_fmt: str = "e4m3"
     pow2_scale: bool = False
-    backend: str = "dequant"  # fp8_gemm's: "dequant" (fp32 matmul of FP8 values) or "scaled_mm" (torch._scaled_mm)
+    # fp8_gemm's: "dequant" (fp32 matmul of FP8 values) or "scaled_mm" (torch._scaled_mm)
+    backend: str = "dequant"
 
 
-RECIPES = {
+FP8_RECIPES = {
     # DeepSeek-V3: fine-grained tiles and blocks, E4M3 on every tensor
-    "deepseek": Fp8Recipe("deepseek", act_block=(1, 128), weight_block=(128, 128), wgrad_block=(128, 1)),
-    # the older practice: one scale per tensor, E4M3 forward and E5M2 (more range, less precision) backward
-    "tensorwise": Fp8Recipe("tensorwise", act_block=None, weight_block=None, wgrad_block=None, bwd_fmt="e5m2"),
+    "deepseek": Fp8Recipe("deepseek", act_block=(1, 128), weight_block=(128, 128),
+                          wgrad_block=(128, 1)),
+    # the older practice: one scale per tensor,
+    # E4M3 forward and E5M2 (more range, less precision) backward
+    "tensorwise": Fp8Recipe("tensorwise", act_block=None, weight_block=None, wgrad_block=None,
+                            bwd_fmt="e5m2"),
 }
 
 
 def get_recipe(recipe: str | Fp8Recipe) -> Fp8Recipe:
-    return resolve(recipe, RECIPES, "recipe", also=" or 'off'")
+    return resolve(recipe, FP8_RECIPES, "recipe", also=" or 'off'")
 
 
 def _t(s: torch.Tensor) -> torch.Tensor:
@@ -58,7 +63,8 @@ def _t(s: torch.Tensor) -> torch.Tensor:
 
 class _Fp8LinearFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, r: Fp8Recipe) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor,  # type: ignore[override]
+                r: Fp8Recipe) -> torch.Tensor:
         qx, sx = quantize(x, r.fwd_fmt, r.act_block, r.pow2_scale)
         qw, sw = quantize(weight, r.fwd_fmt, r.weight_block, r.pow2_scale)
         y = fp8_gemm(qx, sx, qw, sw, backend=r.backend)
@@ -68,7 +74,8 @@ class _Fp8LinearFunction(torch.autograd.Function):
         return y.to(x.dtype)
 
     @staticmethod
-    def backward(ctx, dy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx, dy: torch.Tensor,  # type: ignore[override]
+                 ) -> tuple[torch.Tensor, torch.Tensor, None]:
         qx_t, sx_t, qw, sw = ctx.saved_tensors
         r: Fp8Recipe = ctx.recipe
         dy = dy.contiguous()
@@ -84,19 +91,21 @@ class _Fp8LinearFunction(torch.autograd.Function):
 class Fp8Linear(nn.Linear):
     """An ``nn.Linear`` (no bias) whose forward and backward GEMMs run on FP8-quantised operands.
 
-    The parameter stays an fp32 ``weight`` under the same name, so state dicts, optimisers and checkpoints
-    do not change.
+    The parameter stays an fp32 ``weight`` under the same name, so state dicts, optimisers and
+    checkpoints do not change.
     """
 
     def __init__(self, in_features: int, out_features: int, recipe: str | Fp8Recipe = "deepseek",
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__(in_features, out_features, bias=False, device=device, dtype=dtype)
         self.recipe = get_recipe(recipe)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, recipe: str | Fp8Recipe = "deepseek") -> Fp8Linear:
         if linear.bias is not None:
-            raise ValueError("Fp8Linear: Linears with a bias are not used in DeepSeek-V3 and not supported")
+            raise ValueError("Fp8Linear: Linears with a bias are not used in DeepSeek-V3 "
+                             "and not supported")
         new = cls.__new__(cls)
         nn.Module.__init__(new)
         new.in_features, new.out_features = linear.in_features, linear.out_features
@@ -107,7 +116,8 @@ class Fp8Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        return _Fp8LinearFunction.apply(flat, self.weight, self.recipe).view(*x.shape[:-1], self.out_features)
+        return (_Fp8LinearFunction.apply(flat, self.weight, self.recipe)
+                .view(*x.shape[:-1], self.out_features))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, recipe={self.recipe.name}"
@@ -117,10 +127,12 @@ KEEP_HIGH_PRECISION = ("head",)  # the output head; the embedding, gate and norm
 
 
 def convert_to_fp8(model: nn.Module, recipe: str | Fp8Recipe = "deepseek") -> nn.Module:
-    """Swap every FP8-eligible ``nn.Linear`` of ``model`` for an ``Fp8Linear`` (in place; returns ``model``).
+    """Swap every FP8-eligible ``nn.Linear`` of ``model`` for an ``Fp8Linear``
+    (in place; returns ``model``).
 
-    ``recipe="off"`` leaves the model as it is. Kept in high precision: the output head (by name), and, since
-    they are not Linears, the embedding, the MoE gate (fp32 routing), the norms and the attention core.
+    ``recipe="off"`` leaves the model as it is. Kept in high precision: the output head (by
+    name), and, since they are not Linears, the embedding, the MoE gate (fp32 routing), the norms
+    and the attention core.
     """
     if recipe == "off":
         return model
@@ -134,4 +146,5 @@ def convert_to_fp8(model: nn.Module, recipe: str | Fp8Recipe = "deepseek") -> nn
     return model
 
 
-__all__ = ["KEEP_HIGH_PRECISION", "RECIPES", "Fp8Linear", "Fp8Recipe", "convert_to_fp8", "get_recipe"]
+__all__ = ["FP8_RECIPES", "KEEP_HIGH_PRECISION", "Fp8Linear", "Fp8Recipe", "convert_to_fp8",
+           "get_recipe"]

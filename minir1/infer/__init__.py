@@ -1,6 +1,14 @@
-"""Inference: sampling through the latent cache, and speculative decoding with the MTP drafter."""
+"""Inference (imports from config, model and data only):
+
+- ``generate``: batched sampling through the MLA latent cache (left padding, temperature, top-p,
+  stop tokens, log-probs)
+- ``speculative``: greedy speculative decoding with the MTP module as the drafter (V3 §5.4.3)
+"""
 
 from minir1.infer.generate import generate, inverse_cdf, sample
 from minir1.infer.speculative import SpeculativeResult, speculative_generate
+from minir1.utils import lazy_submodules
+
+__getattr__, __dir__ = lazy_submodules(__name__, ('generate', 'speculative'))
 
 __all__ = ["SpeculativeResult", "generate", "inverse_cdf", "sample", "speculative_generate"]

@@ -1,9 +1,10 @@
-"""Autoregressive sampling through the MLA latent cache (absorbed attention: nothing expanded per token).
+"""Autoregressive sampling through the MLA latent cache (absorbed attention: nothing expanded
+per token).
 
-``sample`` is the batched workhorse: prompts of different lengths are left-padded (the cache's pad mask hides
-the padding, and RoPE is relative, so no position shift is needed), each sequence stops at its own stop token,
-and the log-probability of every generated token is returned. ``generate`` is the simple greedy/temperature
-loop for equal-length prompts.
+``sample`` is the batched workhorse: prompts of different lengths are left-padded (the cache's pad
+mask hides the padding, and RoPE is relative, so no position shift is needed), each sequence stops
+at its own stop token, and the log-probability of every generated token is returned. ``generate`` is
+the simple greedy/temperature loop for equal-length prompts.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ from dataclasses import dataclass
 
 import torch
 
+from minir1.model.derived import frozen_weights
 from minir1.model.mla import LatentCache
-from minir1.model.params import frozen_weights
 from minir1.model.transformer import Transformer
 
 
 @dataclass
 class Samples:
     tokens: torch.Tensor  # (B, N) generated ids, ``pad_id`` after a sequence stopped
-    logprobs: torch.Tensor  # (B, N) log pi(token) under the model's own (temperature-1) distribution; 0 after stop
+    # (B, N) log pi(token) under the model's own (temperature-1) distribution; 0 after stop
+    logprobs: torch.Tensor
     lengths: torch.Tensor  # (B,) generated tokens per sequence, the stop token included
 
     def completions(self) -> list[list[int]]:
@@ -29,50 +31,60 @@ class Samples:
 
 
 def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Zero all but the smallest set of tokens whose probability mass reaches ``top_p`` (nucleus sampling)."""
+    """Zero all but the smallest set of tokens whose probability mass reaches ``top_p``
+    (nucleus sampling)."""
     sorted_p, order = probs.sort(dim=-1, descending=True)
-    keep = sorted_p.cumsum(-1) - sorted_p < top_p  # a token stays if the mass before it is below top_p
+    # a token stays if the mass before it is below top_p
+    keep = sorted_p.cumsum(-1) - sorted_p < top_p
     filtered = torch.zeros_like(probs).scatter_(-1, order, sorted_p * keep)
     return filtered / filtered.sum(-1, keepdim=True)
 
 
 def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """One token per row: the first whose cumulative probability exceeds u * (row total), u uniform in [0, 1).
+    """One token per row: the first whose cumulative probability exceeds u * (row total),
+    u uniform in [0, 1).
 
-    probs: (B, V), rows need not be normalised; u: (B,). Tokens of probability 0 are never chosen. This is what
-    ``torch.multinomial(probs, 1, replacement=True)`` does, but with the uniform numbers handed in, so that the
-    caller decides which draw goes to which row. Computed in float64 (on the CPU, where every backend has it).
+    probs: (B, V), rows need not be normalised; u: (B,). Tokens of probability 0 are never chosen.
+    This is what ``torch.multinomial(probs, 1, replacement=True)`` does, but with the uniform
+    numbers handed in, so that the caller decides which draw goes to which row. Computed in float64
+    (on the CPU, where every backend has it).
     """
     cdf = probs.detach().cpu().double().cumsum(-1)
     total = cdf[:, -1:]
-    if not bool(((total > 0) & total.isfinite()).all()):  # a diverged model: say so, as multinomial does
-        raise ValueError("inverse_cdf: every row of probs needs a finite, positive sum (NaN or inf logits?)")
+    # a diverged model: say so, as multinomial does
+    if not bool(((total > 0) & total.isfinite()).all()):
+        raise ValueError("inverse_cdf: every row of probs needs a finite, positive sum "
+                         "(NaN or inf logits?)")
     pick = torch.searchsorted(cdf, u.cpu().double()[:, None] * total, right=True).squeeze(-1)
-    last = (cdf < total).sum(-1)  # the last token of nonzero probability, should u * total round up to total
+    # the last token of nonzero probability, should u * total round up to total
+    last = (cdf < total).sum(-1)
     return torch.minimum(pick, last).to(probs.device)
 
 
 @torch.no_grad()
 @frozen_weights()  # the weights stay put while decoding: derived ones are checked once
-def sample(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens: int, *, temperature: float = 1.0,
-           top_p: float = 1.0, stop_ids: Sequence[int] = (), pad_id: int = 0, banned_first: Sequence[int] = (),
+def sample(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
+           temperature: float = 1.0, top_p: float = 1.0, stop_ids: Sequence[int] = (),
+           pad_id: int = 0, banned_first: Sequence[int] = (),
            generator: torch.Generator | None = None) -> Samples:
     """Continue every prompt (lists of ids, any lengths) by up to ``max_new_tokens`` tokens.
 
-    ``temperature=0`` is greedy. ``stop_ids``: a sequence ends after emitting one of them. ``banned_first``: ids
-    that may not be the first generated token (e.g. ``</think>`` to force a reasoning mode). ``generator``: a CPU
-    ``torch.Generator``; the random numbers are drawn on the CPU whatever the model's device.
+    ``temperature=0`` is greedy. ``stop_ids``: a sequence ends after emitting one of them.
+    ``banned_first``: ids that may not be the first generated token (e.g. ``</think>`` to force a
+    reasoning mode). ``generator``: a CPU ``torch.Generator``; the random numbers are drawn on the
+    CPU whatever the model's device.
     """
     if not prompts or min(len(p) for p in prompts) == 0:
         raise ValueError("sample: every prompt needs at least one token")
     if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"sample: temperature={temperature} must be >= 0 and top_p={top_p} in (0, 1]")
+        raise ValueError(f"sample: temperature={temperature} must be >= 0 and "
+                         f"top_p={top_p} in (0, 1]")
     device = next(model.parameters()).device
     B, P = len(prompts), max(len(p) for p in prompts)
     total = P + max_new_tokens
     if total > model.cfg.max_seq_len:
-        raise ValueError(f"longest prompt + max_new_tokens = {total} exceeds ModelConfig.max_seq_len="
-                         f"{model.cfg.max_seq_len}")
+        raise ValueError(f"longest prompt + max_new_tokens = {total} exceeds "
+                         f"ModelConfig.max_seq_len={model.cfg.max_seq_len}")
     was_training = model.training
     model.eval()
     batch = torch.full((B, P), pad_id, dtype=torch.long)
@@ -86,7 +98,8 @@ def sample(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens:
     logprobs = torch.zeros(B, max_new_tokens, device=device)
     lengths = torch.zeros(B, dtype=torch.long, device=device)
     step_input = batch.to(device)
-    live = torch.arange(B, device=device)  # the unfinished sequences, which are the cache's rows, in order
+    # the unfinished sequences, which are the cache's rows, in order
+    live = torch.arange(B, device=device)
     live_cpu = live.cpu()
     for t in range(max_new_tokens):
         logits = model(step_input, cache=cache, mtp=False).logits[:, -1].float()
@@ -99,14 +112,15 @@ def sample(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens:
             probs = logp.exp() if temperature == 1 else (logits / temperature).softmax(-1)
             if top_p < 1:
                 probs = _top_p_filter(probs, top_p)
-            # one uniform number per row and step, finished rows included: a row's draws do not depend on when
-            # the others stop, so the same seed gives the same samples
+            # one uniform number per row and step, finished rows included: a row's draws do not
+            # depend on when the others stop, so the same seed gives the same samples
             u = torch.rand(B, generator=generator, dtype=torch.float64)[live_cpu]
             nxt = inverse_cdf(probs, u)
         tokens[live, t] = nxt
         logprobs[live, t] = logp.gather(-1, nxt[:, None]).squeeze(-1)
         lengths[live] += 1
-        running = ~torch.isin(nxt, stops) if stops.numel() else torch.ones_like(nxt, dtype=torch.bool)
+        running = (~torch.isin(nxt, stops) if stops.numel()
+                   else torch.ones_like(nxt, dtype=torch.bool))
         n_running = int(running.sum())
         if n_running == 0:
             tokens, logprobs = tokens[:, : t + 1], logprobs[:, : t + 1]
@@ -123,12 +137,14 @@ def sample(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens:
 
 @torch.no_grad()
 @frozen_weights()  # the weights stay put while decoding: derived ones are checked once
-def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
-             generator: torch.Generator | None = None, attn_impl: str = "absorbed") -> torch.Tensor:
-    """Continue each row of ``prompt`` (B, T) by ``max_new_tokens`` tokens; returns (B, T + max_new_tokens).
+def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
+             temperature: float = 0.0, generator: torch.Generator | None = None,
+             attn_impl: str = "absorbed") -> torch.Tensor:
+    """Continue each row of ``prompt`` (B, T) by ``max_new_tokens`` tokens;
+    returns (B, T + max_new_tokens).
 
-    ``temperature=0`` is greedy. The prompt is prefilled in one forward pass, then one token per step.
-    ``generator``: a CPU ``torch.Generator``, as in ``sample``.
+    ``temperature=0`` is greedy. The prompt is prefilled in one forward pass, then one token per
+    step. ``generator``: a CPU ``torch.Generator``, as in ``sample``.
     """
     if prompt.dim() != 2:
         raise ValueError(f"prompt must have shape (batch, seq_len), got {tuple(prompt.shape)}")
@@ -137,19 +153,22 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int, temp
     B, T = prompt.shape
     total = T + max_new_tokens
     if total > model.cfg.max_seq_len:
-        raise ValueError(f"prompt + max_new_tokens = {total} exceeds ModelConfig.max_seq_len={model.cfg.max_seq_len}")
+        raise ValueError(f"prompt + max_new_tokens = {total} exceeds "
+                         f"ModelConfig.max_seq_len={model.cfg.max_seq_len}")
     was_training = model.training
     model.eval()
     param = next(model.parameters())
     cache = LatentCache(model.cfg, B, total, device=prompt.device, dtype=param.dtype)
     out, step_input = [prompt], prompt
     for _ in range(max_new_tokens):
-        logits = model(step_input, cache=cache, attn_impl=attn_impl, mtp=False).logits[:, -1].float()
+        logits = model(step_input, cache=cache, attn_impl=attn_impl,
+                       mtp=False).logits[:, -1].float()
         if temperature == 0:
             nxt = logits.argmax(dim=-1, keepdim=True)
         else:
             probs = torch.softmax(logits / temperature, dim=-1)
-            nxt = inverse_cdf(probs, torch.rand(B, generator=generator, dtype=torch.float64))[:, None]
+            nxt = inverse_cdf(probs, torch.rand(B, generator=generator,
+                                                dtype=torch.float64))[:, None]
         out.append(nxt)
         step_input = nxt
     model.train(was_training)

@@ -3,23 +3,26 @@
 h' = u + sum_i FFN^(s)_i(u) + sum_i g_{i,t} FFN^(r)_i(u)                       (Eq. 12)
 
 * Affinity s_{i,t} = sigmoid(u_t . e_i) (Eq. 15; V2 used softmax).
-* Selection uses s_{i,t} + b_i (Eq. 16): the per-expert bias b steers *which* experts a token visits, never how
-  much they weigh. It is not trained by gradients: after each step the trainer calls ``update_bias`` and
-  b_i += gamma * sign(mean load - load_i), from that step's loads (no information from the future leaks).
-* Group-limited routing: experts are split into ``n_expert_groups`` groups (V3: 8 nodes of 32 experts); a
-  group is scored by the sum of its top-2 biased affinities (by its max for softmax gates, as in V2), and a
-  token may only use experts of the best ``n_limited_groups`` groups.
-* The K_r selected affinities are normalised to sum to 1 (sigmoid only, Eq. 13) and scaled by ``route_scale``.
-* The complementary sequence-wise balance loss L_Bal = alpha * sum_i f_i P_i (Eqs. 17-20) is computed per
-  sequence, on request.
+* Selection uses s_{i,t} + b_i (Eq. 16): the per-expert bias b steers *which* experts a token
+  visits, never how much they weigh. It is not trained by gradients: after each step the trainer
+  calls ``update_bias`` and b_i += gamma * sign(mean load - load_i), from that step's loads (no
+  information from the future leaks).
+* Group-limited routing: experts are split into ``n_expert_groups`` groups (V3: 8 nodes of 32
+  experts); a group is scored by the sum of its top-2 biased affinities (by its max for softmax
+  gates, as in V2), and a token may only use experts of the best ``n_limited_groups`` groups.
+* The K_r selected affinities are normalised to sum to 1 (sigmoid only, Eq. 13) and
+  scaled by ``route_scale``.
+* The complementary sequence-wise balance loss L_Bal = alpha * sum_i f_i P_i (Eqs. 17-20) is
+  computed per sequence, on request.
 * No token is ever dropped: every token reaches its K_r experts.
 
 Dispatch is written as three steps so an expert-parallel all-to-all can later sit between them:
-``permute`` (sort the N*K_r token copies by expert) -> ``expert compute`` (each expert once, on its contiguous
-slice; an idle expert costs nothing) -> ``unpermute`` (restore token order and take the gate-weighted sum).
-At inference, a handful of tokens (a decoding step) through small experts goes another way, to the same sum:
-every expert on every token, the unchosen ones weighted 0 (``MoE.all_experts``): two matmuls instead of a call
-per expert, which on a CPU costs far more in overhead than in arithmetic.
+``permute`` (sort the N*K_r token copies by expert) -> ``expert compute`` (each expert once, on its
+contiguous slice; an idle expert costs nothing) -> ``unpermute`` (restore token order and take the
+gate-weighted sum). At inference, a handful of tokens (a decoding step) through small experts goes
+another way, to the same sum: every expert on every token, the unchosen ones weighted 0
+(``MoE.all_experts``): two matmuls instead of a call per expert, which on a CPU costs far more in
+overhead than in arithmetic.
 """
 
 from __future__ import annotations
@@ -29,17 +32,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from minir1.config import ModelConfig
-from minir1.model.params import derived_weight
+from minir1.model.derived import derived_weight
 
-# ``MoE.dense_decode``: run every expert on every token below these sizes at inference (see ``all_experts``).
-# 128 tokens and 8 MiB were measured on a 2-core CPU with the `tiny`-sized models (benchmarks/generate.py);
-# V3's experts (44M parameters, 84 MiB each in bf16) never qualify.
+# ``MoE.dense_decode``: run every expert on every token below these sizes at inference (see
+# ``all_experts``). 128 tokens and 8 MiB were measured on a 2-core CPU with the `tiny`-sized models
+# (benchmarks/generate.py); V3's experts (44M parameters, 84 MiB each in bf16) never qualify.
 DENSE_DECODE_MAX_TOKENS = 128
 DENSE_DECODE_MAX_BYTES = 8 * 2**20
 
 
 class MLP(nn.Module):
-    """SwiGLU feed-forward: w2(silu(w1 x) * w3 x). Used for the dense FFN, every expert and the shared experts."""
+    """SwiGLU feed-forward: w2(silu(w1 x) * w3 x). Used for the dense FFN, every expert and the
+    shared experts."""
 
     def __init__(self, dim: int, inter_dim: int) -> None:
         super().__init__()
@@ -49,7 +53,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if type(self.w1) is nn.Linear and type(self.w3) is nn.Linear:
-            # w1 and w3 read the same input: one matmul over their stacked rows is ~15% faster on CPU
+            # w1 and w3 read the same input: one matmul over the stacked rows is ~15% faster on CPU
             gate, up = F.linear(x, torch.cat([self.w1.weight, self.w3.weight])).chunk(2, dim=-1)
         else:  # e.g. Fp8Linear, which quantises each weight with its own block scales
             gate, up = self.w1(x), self.w3(x)
@@ -67,8 +71,10 @@ class Gate(nn.Module):
         self.score_func = cfg.score_func
         self.route_scale = cfg.route_scale
         self.init_std = cfg.init_std
-        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.dim))  # expert centroids e_i
-        # b_i: a buffer, since it is moved by the load rule, not by gradients; fp32 like the official gate bias
+        # expert centroids e_i
+        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.dim))
+        # b_i: a buffer, since it is moved by the load rule, not by gradients; fp32 like
+        # the official gate bias
         self.register_buffer("bias", torch.zeros(cfg.n_routed_experts, dtype=torch.float32))
         self.reset_parameters()
 
@@ -78,12 +84,14 @@ class Gate(nn.Module):
             nn.init.zeros_(self.bias)
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """Affinities s_{i,t} (Eq. 15), computed in fp32 whatever the model dtype. x: (N, dim) -> (N, E)."""
+        """Affinities s_{i,t} (Eq. 15), computed in fp32 whatever the model dtype.
+        x: (N, dim) -> (N, E)."""
         logits = F.linear(x.float(), self.weight.float())
         return logits.sigmoid() if self.score_func == "sigmoid" else logits.softmax(dim=-1)
 
     def route(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k selection on biased scores, limited to the best groups (Eq. 16). Returns (weights, indices)."""
+        """Top-k selection on biased scores, limited to the best groups (Eq. 16).
+        Returns (weights, indices)."""
         biased = scores + self.bias
         if self.n_groups > 1:
             grouped = biased.unflatten(-1, (self.n_groups, -1))
@@ -107,12 +115,13 @@ class Gate(nn.Module):
         return weights, indices, scores
 
 
-def permute(x: torch.Tensor, indices: torch.Tensor, n_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def permute(x: torch.Tensor, indices: torch.Tensor,
+            n_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Copy each token once per selected expert and sort the copies by expert.
 
-    x: (N, dim), indices: (N, K). Returns (x_sorted (N*K, dim), order (N*K,), counts (n_experts,)): sorted row j
-    is slot ``order[j]`` of the flattened (N, K) routing table, i.e. token ``order[j] // K``, and expert e owns
-    rows ``counts[:e].sum() : counts[:e+1].sum()``.
+    x: (N, dim), indices: (N, K). Returns (x_sorted (N*K, dim), order (N*K,), counts (n_experts,)):
+    sorted row j is slot ``order[j]`` of the flattened (N, K) routing table, i.e. token
+    ``order[j] // K``, and expert e owns rows ``counts[:e].sum() : counts[:e+1].sum()``.
     """
     flat = indices.flatten()
     order = flat.argsort(stable=True)
@@ -121,7 +130,8 @@ def permute(x: torch.Tensor, indices: torch.Tensor, n_experts: int) -> tuple[tor
 
 
 def unpermute(y_sorted: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``permute`` fused with the gate-weighted sum over each token's K experts. -> (N, dim)."""
+    """Inverse of ``permute`` fused with the gate-weighted sum over each token's K experts.
+    -> (N, dim)."""
     N, K = weights.shape
     w_sorted = weights.flatten().index_select(0, order).to(y_sorted.dtype)
     out = y_sorted.new_zeros(N, y_sorted.shape[-1])
@@ -136,30 +146,41 @@ class MoE(nn.Module):
         self.n_routed_experts = cfg.n_routed_experts
         self.topk = cfg.n_activated_experts
         self.gate = Gate(cfg)
-        self.experts = nn.ModuleList(MLP(cfg.dim, cfg.moe_inter_dim) for _ in range(cfg.n_routed_experts))
-        self.shared_experts = MLP(cfg.dim, cfg.n_shared_experts * cfg.moe_inter_dim) if cfg.n_shared_experts else None
-        # tokens routed to each expert since the last bias update (a whole optimizer step, micro-batches included)
+        self.experts = nn.ModuleList(MLP(cfg.dim, cfg.moe_inter_dim)
+                                     for _ in range(cfg.n_routed_experts))
+        self.shared_experts = (MLP(cfg.dim, cfg.n_shared_experts * cfg.moe_inter_dim)
+                               if cfg.n_shared_experts else None)
+        # tokens routed to each expert since the last bias update (a whole optimizer step,
+        # micro-batches included)
         self.register_buffer("load", torch.zeros(cfg.n_routed_experts), persistent=False)
 
-    def forward(self, x: torch.Tensor, balance_alpha: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: (B, T, dim) -> (output (B, T, dim), sequence-wise balance loss or None when alpha is 0)."""
-        B, T, D = x.shape
-        flat = x.reshape(-1, D)
-        weights, indices, scores = self.gate(flat)
-        if self.dense_decode(flat.shape[0]):
-            out = self.all_experts(flat, weights, indices)
+    def forward(self, x: torch.Tensor,
+                balance_alpha: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Eq. 12 without the residual u_t (the block adds it): x (B, T, dim) ->
+        (output (B, T, dim), sequence-wise balance loss (Eq. 17) or None when alpha is 0)."""
+        B, T, dim = x.shape
+        u = x.reshape(-1, dim)
+        weights, indices, scores = self.gate(u)  # g_{i,t} of the K_r chosen experts (Eqs. 13-16)
+        if self.dense_decode(u.shape[0]):  # the same sum for a decoding step (shortcut, below)
+            out = self.all_experts(u, weights, indices)
         else:
-            x_sorted, order, counts = permute(flat, indices, self.n_routed_experts)
-            if self.training:
-                self.load += counts.to(self.load.dtype)
-            y_sorted = self.expert_compute(x_sorted, counts)
-            out = unpermute(y_sorted, order, weights)
-            if self.shared_experts is not None:
-                out = out + self.shared_experts(flat)
+            out = self.dispatch(u, weights, indices)
         aux = None
         if balance_alpha > 0:
             aux = balance_alpha * sequence_balance(scores.view(B, T, -1), indices.view(B, T, -1))
-        return out.view(B, T, D), aux
+        return out.view(B, T, dim), aux
+
+    def dispatch(self, u: torch.Tensor, weights: torch.Tensor,
+                 indices: torch.Tensor) -> torch.Tensor:
+        """sum_i FFN^(s)_i(u_t) + sum_i g_{i,t} FFN^(r)_i(u_t) (Eq. 12): permute the token copies by
+        expert, run each expert once on its slice, unpermute with the gate weights. u: (N, dim)."""
+        x_sorted, order, counts = permute(u, indices, self.n_routed_experts)
+        if self.training:  # what the aux-loss-free bias update balances (``update_bias``)
+            self.load += counts.to(self.load.dtype)
+        out = unpermute(self.expert_compute(x_sorted, counts), order, weights)
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(u)
+        return out
 
     def expert_compute(self, x_sorted: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """Run each expert once on its contiguous slice of the sorted tokens."""
@@ -167,38 +188,61 @@ class MoE(nn.Module):
         outs = [self.experts[e](c) if c.shape[0] else c for e, c in enumerate(chunks)]
         return torch.cat(outs)
 
+    @torch.no_grad()
+    def update_bias(self, speed: float) -> torch.Tensor:
+        """Aux-loss-free balancing: b_i += speed * sign(mean load - load_i); resets the load.
+        Returns the load."""
+        load = self.load.clone()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(load)  # the whole global batch decides, as in V3
+        self.gate.bias += speed * torch.sign(load.mean() - load)
+        self.load.zero_()
+        return load
+
+    # ------------------------------------------------------------ inference shortcut: every expert
+    # Not in the paper: for a handful of tokens through small experts (a decoding step on a CPU),
+    # running every expert on every token with the unchosen ones weighted 0 gives the same sum as
+    # ``dispatch`` in two matmuls instead of a call per expert.
+
     def dense_decode(self, n_tokens: int) -> bool:
-        """Whether ``all_experts`` is the cheaper way to run these tokens: inference only, a handful of tokens,
-        experts small enough that reading all of them costs less than dispatching to a few (a decode step of a
-        small model on a CPU, where each expert call costs far more in overhead than in arithmetic)."""
+        """Whether ``all_experts`` is the cheaper way to run these tokens: inference only, a handful
+        of tokens, experts small enough that reading all of them costs less than dispatching to a
+        few (a decode step of a small model on a CPU, where each expert call costs far more in
+        overhead than in arithmetic)."""
         return (not self.training and n_tokens <= DENSE_DECODE_MAX_TOKENS and self._stackable
-                and self.experts[0].w1.weight.nbytes * len(self.experts) * 3 <= DENSE_DECODE_MAX_BYTES)
+                and self.experts[0].w1.weight.nbytes * len(self.experts) * 3
+                <= DENSE_DECODE_MAX_BYTES)
 
     @property
     def _stackable(self) -> bool:
-        return all(type(m) is nn.Linear for m in (self.experts[0].w1, self.experts[0].w2))  # not Fp8Linear
+        # not FP8
+        return all(type(m) is nn.Linear for m in (self.experts[0].w1, self.experts[0].w2))
 
     def stacked_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every expert's SwiGLU weights side by side, the shared experts last as N_s more experts of width
-        moe_inter_dim: (W_in (n * 2 * inter, dim) with [w1_e; w3_e] per expert, W_out (dim, n * inter))."""
-        return derived_weight(self, "stacked", self._stack,
-                              lambda: [w for m in self._mlps() for w in (m.w1.weight, m.w3.weight, m.w2.weight)])
+        """Every expert's SwiGLU weights side by side, the shared experts last as N_s more experts
+        of width moe_inter_dim: (W_in (n * 2 * inter, dim) with [w1_e; w3_e] per expert,
+        W_out (dim, n * inter)); cached while sampling (``derived_weight``)."""
+        return derived_weight(self, "stacked", self._stack, lambda: [
+            w for m in self._mlps() for w in (m.w1.weight, m.w3.weight, m.w2.weight)])
 
     def _mlps(self) -> list[MLP]:
-        return list(self.experts) + ([self.shared_experts] if self.shared_experts is not None else [])
+        return (list(self.experts)
+                + ([self.shared_experts] if self.shared_experts is not None else []))
 
     def _stack(self) -> tuple[torch.Tensor, torch.Tensor]:
-        inter = self.experts[0].w1.weight.shape[0]  # a shared MLP of width N_s * inter is N_s experts
+        # a shared MLP of width N_s * inter is N_s experts
+        inter = self.experts[0].w1.weight.shape[0]
         w_in = torch.cat([torch.stack([m.w1.weight.view(-1, inter, m.w1.weight.shape[1]),
                                        m.w3.weight.view(-1, inter, m.w3.weight.shape[1])], dim=1)
                           for m in self._mlps()])  # (n, 2, inter, dim)
         return w_in.flatten(0, 2), torch.cat([m.w2.weight for m in self._mlps()], dim=1)
 
-    def all_experts(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """Eq. 12 computed densely: every expert runs on every token, and the K_r chosen ones are weighted by
-        g_{i,t} while the rest get weight 0 (shared experts weight 1). The same sum as dispatching (as long as no
-        unchosen expert overflows: inf * 0 is NaN), with one matmul in and one out instead of a call per expert.
-        x: (N, dim) -> (N, dim)."""
+    def all_experts(self, x: torch.Tensor, weights: torch.Tensor,
+                    indices: torch.Tensor) -> torch.Tensor:
+        """Eq. 12 computed densely: every expert runs on every token, and the K_r chosen ones are
+        weighted by g_{i,t} while the rest get weight 0 (shared experts weight 1). The same sum as
+        ``dispatch`` (as long as no unchosen expert overflows: inf * 0 is NaN), with one matmul in
+        and one out instead of a call per expert. x: (N, dim) -> (N, dim)."""
         w_in, w_out = self.stacked_weights()
         N, E = x.shape[0], self.n_routed_experts
         n = w_out.shape[1] // self.experts[0].w2.weight.shape[1]  # routed + shared experts
@@ -208,34 +252,27 @@ class MoE(nn.Module):
         gate, up = F.linear(x, w_in).view(N, n, 2, -1).unbind(2)
         return F.linear((F.silu(gate) * up * g[..., None]).flatten(1), w_out)
 
-    @torch.no_grad()
-    def update_bias(self, speed: float) -> torch.Tensor:
-        """Aux-loss-free balancing: b_i += speed * sign(mean load - load_i); resets the load. Returns the load."""
-        load = self.load.clone()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(load)  # the whole global batch decides, as in V3
-        self.gate.bias += speed * torch.sign(load.mean() - load)
-        self.load.zero_()
-        return load
-
 
 def sequence_balance(scores: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """sum_i f_i P_i averaged over sequences (Eqs. 18-20); equals 1 under perfectly uniform routing.
 
     scores: (B, T, N_r) affinities s_{i,t}; indices: (B, T, K_r) the selected experts.
-    f_i = N_r / (K_r T) * #tokens of the sequence routed to i;  P_i = mean_t s_{i,t} / sum_j s_{j,t}.
+    f_i = N_r / (K_r T) * #tokens of the sequence routed to i;
+    P_i = mean_t s_{i,t} / sum_j s_{j,t}.
     """
     B, T, E = scores.shape
     K = indices.shape[-1]
     hits = torch.zeros(B, E, device=scores.device, dtype=scores.dtype)
-    hits.scatter_add_(1, indices.reshape(B, T * K), torch.ones(B, T * K, device=scores.device, dtype=scores.dtype))
+    hits.scatter_add_(1, indices.reshape(B, T * K),
+                      torch.ones(B, T * K, device=scores.device, dtype=scores.dtype))
     f = hits * (E / (K * T))
     P = (scores / scores.sum(dim=-1, keepdim=True)).mean(dim=1)
     return (f * P).sum(dim=-1).mean()
 
 
 def max_violation(load: torch.Tensor) -> torch.Tensor:
-    """MaxVio = (max_i load_i - mean load) / mean load (Wang et al. 2024, Eq. 4); 0 is perfect balance.
+    """MaxVio = (max_i load_i - mean load) / mean load (Wang et al. 2024, Eq. 4);
+    0 is perfect balance.
 
     load: (..., N_r) token counts; reduces over the last dim.
     """

@@ -1,4 +1,5 @@
-"""RMSNorm, the only normalisation in DeepSeek-V3 (pre-norm blocks, q/kv latents, final norm, MTP)."""
+"""RMSNorm, the only normalisation in DeepSeek-V3
+(pre-norm blocks, q/kv latents, final norm, MTP)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from torch import nn
 class RMSNorm(nn.Module):
     """y = x / sqrt(mean(x^2) + eps) * weight.
 
-    The statistic is computed in fp32 whatever the input dtype (as the official and HF code do), so a bf16 model
-    normalises exactly like an fp32 one up to the final cast.
+    The statistic is computed in fp32 whatever the input dtype (as the official and HF code do), so
+    a bf16 model normalises exactly like an fp32 one up to the final cast.
     """
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:

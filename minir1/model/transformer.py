@@ -1,9 +1,10 @@
-"""The DeepSeek-V3 Transformer: embedding -> blocks (MLA + dense FFN or MoE) -> norm -> head, plus MTP.
+"""The DeepSeek-V3 Transformer: embedding -> blocks (MLA + dense FFN or MoE) -> norm -> head,
+plus MTP.
 
-Parameter names follow the official inference code (``embed``, ``layers.{i}.attn.wq_a``, ``layers.{i}.ffn.
-experts.{e}.w1``, ``norm``, ``head``, ...) so an official-layout state dict loads directly. Unlike the official
-demo, ``forward`` returns logits for every position (training needs them) and, given targets, the losses:
-``loss = lm_loss + mtp_loss + balance_loss``.
+Parameter names follow the official inference code (``embed``, ``layers.{i}.attn.wq_a``,
+``layers.{i}.ffn.experts.{e}.w1``, ``norm``, ``head``, ...) so an official-layout state dict loads
+directly. Unlike the official demo, ``forward`` returns logits for every position (training needs
+them) and, given targets, the losses: ``loss = lm_loss + mtp_loss + balance_loss``.
 """
 
 from __future__ import annotations
@@ -15,36 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from minir1.config import ModelConfig
-from minir1.model.mla import MLA, LatentCache
-from minir1.model.moe import MLP, Gate, MoE, max_violation
+from minir1.model.block import Block
+from minir1.model.init import skip_init
+from minir1.model.mla import LatentCache
+from minir1.model.moe import Gate, MoE, max_violation
 from minir1.model.mtp import MTPModule
 from minir1.model.norm import RMSNorm
-from minir1.model.params import skip_init
 from minir1.model.rope import rope_cos_sin
 
 IGNORE_INDEX = -100  # targets with this value do not count in any loss
-
-
-class Block(nn.Module):
-    """Pre-norm residual block: x + Attn(RMSNorm(x)), then + FFN(RMSNorm(x)) (V3 §2; official ``Block``)."""
-
-    def __init__(self, cfg: ModelConfig, layer_id: int) -> None:
-        super().__init__()
-        self.layer_id = layer_id
-        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.attn = MLA(cfg, layer_id)
-        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        is_moe = layer_id >= cfg.n_dense_layers and cfg.n_moe_layers > 0
-        self.ffn = MoE(cfg) if is_moe else MLP(cfg.dim, cfg.inter_dim)
-
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: LatentCache | None = None,
-                attn_impl: str | None = None, balance_alpha: float = 0.0,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache, attn_impl, mask)
-        if isinstance(self.ffn, MoE):
-            y, aux = self.ffn(self.ffn_norm(x), balance_alpha)
-            return x + y, aux
-        return x + self.ffn(self.ffn_norm(x)), None
 
 
 @dataclass
@@ -53,10 +33,13 @@ class TransformerOutput:
     loss: torch.Tensor | None = None  # lm_loss + mtp_loss + balance_loss
     lm_loss: torch.Tensor | None = None  # cross-entropy of the main next-token prediction
     mtp_loss: torch.Tensor | None = None  # (lambda / D) * sum_k L^k_MTP (Eq. 25), already weighted
-    balance_loss: torch.Tensor | None = None  # alpha * sum_i f_i P_i, summed over MoE layers (Eq. 17)
+    # alpha * sum_i f_i P_i, summed over MoE layers (Eq. 17)
+    balance_loss: torch.Tensor | None = None
     mtp_losses: list[torch.Tensor] = field(default_factory=list)  # the unweighted L^k_MTP, k = 1..D
-    mtp_logits: list[torch.Tensor] = field(default_factory=list)  # depth k: (B, T-k, vocab), predicts t_{i+k+1}
-    hidden: torch.Tensor | None = None  # (B, T, dim) last hidden state before the final norm: h^0 of the MTP chain
+    # depth k: (B, T-k, vocab), predicts t_{i+k+1}
+    mtp_logits: list[torch.Tensor] = field(default_factory=list)
+    # (B, T, dim) last hidden state before the final norm: h^0 of the MTP chain
+    hidden: torch.Tensor | None = None
 
 
 class Transformer(nn.Module):
@@ -69,7 +52,8 @@ class Transformer(nn.Module):
             self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
             self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
             self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-            self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)  # untied from the embedding, as in V3
+            # untied from the embedding, as in V3
+            self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
             self.mtp = nn.ModuleList(MTPModule(cfg, k) for k in range(1, cfg.n_mtp_modules + 1))
         self._rope: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.reset_parameters()
@@ -87,7 +71,8 @@ class Transformer(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def rope_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """fp32 cos/sin tables, built once per device (kept out of the buffers so ``.to(bf16)`` cannot round them)."""
+        """fp32 cos/sin tables, built once per device (kept out of the buffers so ``.to(bf16)``
+        cannot round them)."""
         if device not in self._rope:
             self._rope[device] = rope_cos_sin(self.cfg, device)
         return self._rope[device]
@@ -98,17 +83,20 @@ class Transformer(nn.Module):
         """tokens: (B, T) int64. targets: (B, T) next tokens (``IGNORE_INDEX`` = no loss), or None.
 
         ``attn_impl``: "naive" or "absorbed" (default: naive without a cache, absorbed with one).
-        ``cache``: a ``LatentCache``; the tokens continue the cached sequence and the cache advances by T.
+        ``cache``: a ``LatentCache``; the tokens continue the cached sequence and the cache
+        advances by T.
         ``mtp``: run the MTP modules (default: when targets are given and there is no cache).
-        ``doc_ids``: (B, T) sample index of each position for packed SFT batches: attention stays inside a
-        sample (V3 §5.1 sample masking). Without it, packed documents see each other (pre-training, V3 §4.1).
+        ``doc_ids``: (B, T) sample index of each position for packed SFT batches: attention stays
+        inside a sample (V3 §5.1 sample masking). Without it, packed documents see each other
+        (pre-training, V3 §4.1).
         """
         if tokens.dim() != 2:
             raise ValueError(f"tokens must have shape (batch, seq_len), got {tuple(tokens.shape)}")
         _B, T = tokens.shape
         start = cache.length if cache is not None else 0
         if start + T > self.cfg.max_seq_len:
-            raise ValueError(f"sequence of {start + T} tokens exceeds ModelConfig.max_seq_len={self.cfg.max_seq_len}")
+            raise ValueError(f"sequence of {start + T} tokens exceeds "
+                             f"ModelConfig.max_seq_len={self.cfg.max_seq_len}")
         cos, sin = self.rope_tables(tokens.device)
         cos, sin = cos[start:start + T], sin[start:start + T]
         alpha = self.cfg.balance_alpha if targets is not None else 0.0
@@ -116,7 +104,8 @@ class Transformer(nn.Module):
         mask = None
         if doc_ids is not None:
             if doc_ids.shape != tokens.shape:
-                raise ValueError(f"doc_ids shape {tuple(doc_ids.shape)} must equal tokens shape {tuple(tokens.shape)}")
+                raise ValueError(f"doc_ids shape {tuple(doc_ids.shape)} must equal "
+                                 f"tokens shape {tuple(tokens.shape)}")
             same = doc_ids[:, :, None] == doc_ids[:, None, :]
             mask = (same & torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril())[:, None]
 
@@ -132,24 +121,28 @@ class Transformer(nn.Module):
 
         run_mtp = (targets is not None and cache is None) if mtp is None else mtp
         if run_mtp and cache is not None:
-            raise ValueError("mtp=True with a cache: the MTP blocks would see only the new tokens, not the "
-                             "cached history; run them on the full sequence (e.g. from out.hidden) instead")
+            raise ValueError("mtp=True with a cache: the MTP blocks would see only the new tokens, "
+                             "not the cached history; run them on the full sequence "
+                             "(e.g. from out.hidden) instead")
         if run_mtp:
             for k, module in enumerate(self.mtp, start=1):
                 if T <= k:
                     break
                 # position i (< T-k) combines h^{k-1}_i with Emb(t_{i+k}) and predicts t_{i+k+1}
                 sub_mask = None if mask is None else mask[:, :, : T - k, : T - k]
-                h, aux = module(h[:, : T - k], emb[:, k:], cos[: T - k], sin[: T - k], alpha, sub_mask)
+                h, aux = module(h[:, : T - k], emb[:, k:], cos[: T - k], sin[: T - k], alpha,
+                                sub_mask)
                 out.mtp_logits.append(self.head(module.norm(h)))
                 if aux is not None:
                     balance.append(aux)
 
         if targets is not None:
             out.lm_loss = _cross_entropy(out.logits, targets)
-            out.mtp_losses = [_cross_entropy(lg, targets[:, k:]) for k, lg in enumerate(out.mtp_logits, start=1)]
+            out.mtp_losses = [_cross_entropy(lg, targets[:, k:])
+                              for k, lg in enumerate(out.mtp_logits, start=1)]
             zero = out.lm_loss.new_zeros(())
-            out.mtp_loss = (self.cfg.mtp_loss_weight / len(self.mtp)) * sum(out.mtp_losses) if out.mtp_losses else zero
+            out.mtp_loss = ((self.cfg.mtp_loss_weight / len(self.mtp)) * sum(out.mtp_losses)
+                            if out.mtp_losses else zero)
             out.balance_loss = sum(balance) if balance else zero
             out.loss = out.lm_loss + out.mtp_loss + out.balance_loss
         return out
@@ -160,15 +153,16 @@ class Transformer(nn.Module):
         return [m for m in self.modules() if isinstance(m, MoE)]
 
     def expert_load(self) -> torch.Tensor:
-        """(n_moe, n_routed_experts) tokens routed per expert since the last bias update (training mode only)."""
+        """(n_moe, n_routed_experts) tokens routed per expert since the last bias update
+        (training mode only)."""
         return torch.stack([m.load for m in self.moe_layers()])
 
     @torch.no_grad()
     def update_expert_bias(self, speed: float | None = None) -> torch.Tensor:
         """The aux-loss-free step, called by the trainer after each optimizer step (V3 §2.1.2).
 
-        Each MoE moves its bias by ``speed`` (default ``cfg.bias_update_speed``) towards uniform load and
-        clears its counts. Returns the MaxVio of each MoE for the step just finished.
+        Each MoE moves its bias by ``speed`` (default ``cfg.bias_update_speed``) towards uniform
+        load and clears its counts. Returns the MaxVio of each MoE for the step just finished.
         """
         speed = self.cfg.bias_update_speed if speed is None else speed
         return torch.stack([max_violation(m.update_bias(speed)) for m in self.moe_layers()])
@@ -180,4 +174,5 @@ class Transformer(nn.Module):
 
 
 def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                           ignore_index=IGNORE_INDEX)

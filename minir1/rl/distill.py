@@ -1,14 +1,16 @@
-"""Distillation in miniature: a smaller dense student fine-tuned on the teacher's traces, against the same student
-trained by RL alone (R1 §2.4 and §4.1, Table 6; facts §9.6).
+"""Distillation in miniature: a smaller dense student fine-tuned on the teacher's traces, against
+the same student trained by RL alone (R1 §2.4 and §4.1, Table 6).
 
-R1's students were dense Qwen and Llama models, SFT'd for 2-3 epochs on the ~800k samples curated with R1 (the
-rejection-sampled traces of pipeline stage 3), with no RL. The comparison that matters: on Qwen-32B-Base, >10k
-steps of R1-Zero-style RL reached 47.0% AIME pass@1 where distillation reached 72.6% — distilling a strong teacher
-beats RL on a small model, because RL can only sharpen what the small model already finds by sampling.
+R1's students were dense Qwen and Llama models, SFT'd for 2-3 epochs on the ~800k samples curated
+with R1 (the rejection-sampled traces of pipeline stage 3), with no RL. The comparison that matters:
+on Qwen-32B-Base, >10k steps of R1-Zero-style RL reached 47.0% AIME pass@1 where distillation
+reached 72.6% — distilling a strong teacher beats RL on a small model, because RL can only sharpen
+what the small model already finds by sampling.
 
-Here the student is the ``student`` preset (dense, no MoE, no MTP, ~0.34M parameters against the teacher's 1.6M),
-pre-trained on the same corpus for less (``STUDENT_RECIPES``); the traces are those ``minir1 r1`` kept by rejection
-sampling (``runs/r1-PROFILE/traces.jsonl``, else the ``cpu`` run's copy shipped in ``data/r1-traces-cpu.jsonl``).
+Here the student is the ``student`` preset (dense, no MoE, no MTP, ~0.34M parameters against the
+teacher's 1.6M), pre-trained on the same corpus for less (``STUDENT_RECIPES``); the traces are those
+``minir1 r1`` kept by rejection sampling (``runs/r1-PROFILE/traces.jsonl``, else the ``cpu`` run's
+copy shipped in ``data/r1-traces-cpu.jsonl``).
 Both students are scored like every pipeline stage (``score_stage``).
 """
 
@@ -24,18 +26,23 @@ from typing import Any
 
 from minir1 import profile
 from minir1.data.datasets import Document
+from minir1.data.testsets import evaluation_problems
+from minir1.eval.sampled import Scoreboard
 from minir1.model.transformer import Transformer
-from minir1.rl.pipeline import PIPELINE_RECIPES, Scoreboard, load_traces, rl_seconds, rl_stage, sft_steps_for
-from minir1.rl.trainer import GRPOConfig
-from minir1.train.pretrain import evaluation_problems, load_rl_base, runs_dir, sft_model
+from minir1.rl.pipeline import FAST_PIPELINE, PIPELINE_RECIPES, PipelineRecipe, rl_stage
+from minir1.rl.rejection import load_traces
+from minir1.rl.trainer import GRPOConfig, rl_seconds
+from minir1.train.runs import SHIPPED_TRACES, load_rl_base, runs_dir
+from minir1.train.sft import sft_model, sft_steps_for
 
 
 @dataclass(frozen=True)
 class DistillRecipe:
     rl: GRPOConfig  # the RL-only student: R1-Zero's GRPO on the student (R1-Zero-Qwen-32B)
     epochs: float = 3.0  # SFT passes over the teacher's traces (R1's students: 2-3)
-    lr: float = 3e-4  # peak SFT lr, cosine to a tenth (R1: 1e-4 for the 1.5B student, less for larger ones; 1e-3
+    # peak SFT lr, cosine to a tenth (R1: 1e-4 for the 1.5B student, less for larger ones; 1e-3
     # here made the loss jump for the first steps and lost accuracy with fewer traces)
+    lr: float = 3e-4
     batch: int = 16  # packed rows of 256 tokens per SFT step
     max_traces: int | None = None  # use at most this many traces (None: all)
     eval_n: int = 20  # as ``PipelineRecipe``: held-out problems per task and level, k samples each
@@ -53,40 +60,39 @@ class DistillRecipe:
             raise ValueError(f"DistillRecipe.max_traces={self.max_traces}: must be >= 1 or None")
 
 
-def _from_pipeline(name: str, **overrides: Any) -> DistillRecipe:
-    p = PIPELINE_RECIPES[name]  # same tasks, levels, RL steps and evaluation as the teacher's pipeline
-    return DistillRecipe(p.rl, eval_n=p.eval_n, eval_k=p.eval_k, check_n=p.check_n, check_every=p.check_every,
-                         **overrides)
+def _from_pipeline(p: PipelineRecipe, **overrides: Any) -> DistillRecipe:
+    """The teacher pipeline's tasks, levels, RL steps and evaluation, for the student."""
+    return DistillRecipe(p.rl, eval_n=p.eval_n, eval_k=p.eval_k, check_n=p.check_n,
+                         check_every=p.check_every, **overrides)
 
 
 DISTILL_RECIPES = {
-    "ci": _from_pipeline("ci", epochs=0.5),
-    "fast": _from_pipeline("fast", epochs=1.0),
-    "cpu": _from_pipeline("cpu"),
-    "gpu": _from_pipeline("gpu", lr=5e-4),
+    "ci": _from_pipeline(PIPELINE_RECIPES["ci"], epochs=0.5),
+    "cpu": _from_pipeline(PIPELINE_RECIPES["cpu"]),
+    "gpu": _from_pipeline(PIPELINE_RECIPES["gpu"], lr=5e-4),
 }
-
-
-def shipped_traces() -> Path:
-    """``data/r1-traces-cpu.jsonl``: the traces of ``minir1 r1 --profile cpu`` (``make ship-traces`` refreshes)."""
-    return Path(__file__).resolve().parents[2] / "data" / "r1-traces-cpu.jsonl"
+FAST_DISTILL = _from_pipeline(FAST_PIPELINE, epochs=1.0)  # `minir1 distill --fast`, `demo --fast`
 
 
 def teacher_traces(profile_name: str | None = None) -> tuple[list[Document], Path]:
-    """The rejection-sampled traces of this profile's pipeline run, else the shipped ``cpu`` ones."""
+    """The rejection-sampled traces of this profile's pipeline run,
+    else the shipped ``cpu`` ones."""
     name = profile_name or profile.current()
     path = runs_dir() / f"r1-{name}" / "traces.jsonl"
     if not path.exists():
-        if name == "gpu" or not shipped_traces().exists():
-            raise FileNotFoundError(f"no teacher traces at {path}: run `minir1 r1 --profile {name}` first")
-        path = shipped_traces()
+        if name == "gpu" or not SHIPPED_TRACES.exists():
+            raise FileNotFoundError(f"no teacher traces at {path}: run "
+                                    f"`minir1 r1 --profile {name}` first")
+        path = SHIPPED_TRACES
     return load_traces(path), path
 
 
 @dataclass
 class DistillResult:
-    rows: dict[str, dict[str, Any]]  # "student base" / "student distilled" / "student RL-only" -> results row
-    curves: dict[str, list[dict[str, float]]]  # "student RL-only" -> its GRPO log; "student distilled" -> SFT log
+    # "student base" / "student distilled" / "student RL-only" -> results row
+    rows: dict[str, dict[str, Any]]
+    # "student RL-only" -> its GRPO log; "student distilled" -> SFT log
+    curves: dict[str, list[dict[str, float]]]
     models: dict[str, Transformer] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -94,9 +100,10 @@ class DistillResult:
 def run_distillation(profile_name: str | None = None, out: str | Path | None = None,
                      recipe: DistillRecipe | None = None, traces: list[Document] | None = None,
                      progress: bool = True, keep_models: bool = False,
-                     on_stage: Callable[[str, dict[str, Any]], None] | None = None) -> DistillResult:
-    """Student base, student SFT'd on the teacher's traces, student after R1-Zero-style RL; writes ``out``
-    (default ``runs/distill-PROFILE``): one directory per student and ``results.json``."""
+                     on_stage: Callable[[str, dict[str, Any]], None] | None = None,
+                     command: str | None = None) -> DistillResult:
+    """Student base, student SFT'd on the teacher's traces, student after R1-Zero-style RL; writes
+    ``out`` (default ``runs/distill-PROFILE``): one directory per student and ``results.json``."""
     name = profile_name or profile.current()
     recipe = recipe or DISTILL_RECIPES[name]
     out = Path(out) if out is not None else runs_dir() / f"distill-{name}"
@@ -118,24 +125,26 @@ def run_distillation(profile_name: str | None = None, out: str | Path | None = N
     t0 = time.perf_counter()
     distilled = copy.deepcopy(student)
     steps = sft_steps_for(traces, tok, recipe.epochs, recipe.batch)
-    sft = sft_model(distilled, tok, traces, out / "distilled", steps, recipe.batch, lr=recipe.lr, seed=recipe.seed,
-                    progress=progress)
+    sft = sft_model(distilled, tok, traces, out / "distilled", steps, recipe.batch, lr=recipe.lr,
+                    seed=recipe.seed, progress=progress)
     curves["student distilled"] = sft.history
     record("student distilled", distilled, "chat", time.perf_counter() - t0)
 
     rl_cfg = replace(recipe.rl, template="r1_zero", seed=recipe.seed)
-    rl = rl_stage(copy.deepcopy(student), tok, rl_cfg, out / "rl-only", checks, recipe.check_every, progress)
+    rl = rl_stage(copy.deepcopy(student), tok, rl_cfg, out / "rl-only", checks, recipe.check_every,
+                  progress)
     curves["student RL-only"] = rl.history
     record("student RL-only", rl.model, "r1_zero", rl_seconds(rl.history))
 
-    summary = {"profile": name, "recipe": asdict(recipe), "traces": len(traces), "traces_from": source,
-               "sft_steps": steps, "student": {"preset_dim": student.cfg.dim, "layers": student.cfg.n_layers,
-                                               "pretrain_step": meta["step"]},
+    summary = {"profile": name, "recipe": asdict(recipe), "traces": len(traces),
+               "traces_from": source, "sft_steps": steps,
+               "student": {"preset_dim": student.cfg.dim, "layers": student.cfg.n_layers,
+                           "pretrain_step": meta["step"]},
                "eval_problems": len(problems), "rows": board.rows,
-               "command": "minir1 distill --fast" if name == "fast" else f"minir1 distill --profile {name}"}
+               "command": command or f"minir1 distill --profile {name}"}
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     return DistillResult(board.rows, curves, board.models, summary)
 
 
-__all__ = ["DISTILL_RECIPES", "DistillRecipe", "DistillResult", "run_distillation", "shipped_traces",
+__all__ = ["DISTILL_RECIPES", "FAST_DISTILL", "DistillRecipe", "DistillResult", "run_distillation",
            "teacher_traces"]

@@ -1,23 +1,23 @@
-"""The GRPO trainer: sample a group per prompt, score it with the rule rewards, update against the stored
-old log-probabilities (R1 §2.2, DeepSeekMath Algorithm 1).
+"""The GRPO trainer: sample a group per prompt, score it with the rule rewards, update against the
+stored old log-probabilities (R1 §2.2, DeepSeekMath Algorithm 1).
 
-One step: ``prompts_per_step`` training problems, ``group_size`` samples each from the current policy (which
-is the "old" policy of this step), rewards ``accuracy + format_weight * format``, group-standardised
-advantages, then ``inner_updates`` passes of ``minibatches`` gradient steps on ``grpo_loss``. The reference
-policy for the KL term is a frozen copy, refreshed every ``ref_refresh_every`` steps (R1 refreshed it every
-400 of its 10,400 steps).
+One step: ``prompts_per_step`` training problems, ``group_size`` samples each from the current
+policy (which is the "old" policy of this step), rewards ``accuracy + format_weight * format``,
+group-standardised advantages, then ``inner_updates`` passes of ``minibatches`` gradient steps on
+``grpo_loss``. The reference policy for the KL term is a frozen copy, refreshed every
+``ref_refresh_every`` steps (R1 refreshed it every 400 of its 10,400 steps).
 
-Hyperparameters, R1's published values next to the miniature's (facts §8.5): lr 3e-6 -> 1e-4 (a model ~10^5
-times smaller, trained for tens of steps), β 0.001 -> 0.001, G 16 -> 8, temperature 1.0 -> 1.0, 32 prompts
-per step -> 16, clip ε 10 -> 0.2 (DeepSeekMath's PPO-style value; R1's ε = 10 effectively disables clipping
-for its single inner epoch), 16 mini-batches x 1 epoch -> 1 x 1.
+Hyperparameters, R1's published values next to the miniature's (R1, Nature Methods
+"Training details"): lr 3e-6 -> 1e-4 (a model ~10^5 times smaller, trained for tens of steps),
+β 0.001 -> 0.001, G 16 -> 8, temperature 1.0 -> 1.0, 32 prompts per step -> 16, clip ε 10 -> 0.2
+(DeepSeekMath's PPO-style value; R1's ε = 10 effectively disables clipping for its single inner
+epoch), 16 mini-batches x 1 epoch -> 1 x 1.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,14 +25,16 @@ from pathlib import Path
 
 import torch
 
-from minir1.data.datasets import prompt_for
-from minir1.data.tasks import LEVELS, TASKS, Problem, make_problem, split_of
+from minir1.data.checks import has_check, is_reasoned
+from minir1.data.rewards import accuracy_reward, format_reward
+from minir1.data.tags import ANSWER_CLOSE
+from minir1.data.tasks import LEVELS, TASKS, Problem, draw_train_problems
+from minir1.data.templates import prompt_for
 from minir1.data.tokenizer import Tokenizer
 from minir1.infer.generate import sample
 from minir1.model.transformer import Transformer
-from minir1.rl.grpo import group_advantages, grpo_loss
-from minir1.rl.rewards import accuracy_reward, format_reward
-from minir1.train.evaluate import has_check, is_reasoned
+from minir1.rl.grpo import AGGREGATIONS, SCALES, group_advantages, grpo_loss
+from minir1.train.log import MetricsLog
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class GRPOConfig:
     inner_updates: int = 1  # mu: passes over each step's samples
     minibatches: int = 1  # gradient steps per pass (R1: 16)
     ref_refresh_every: int = 400  # R1: 400
-    aggregation: str = "sequence"  # "sequence" (DeepSeekMath) or "token" (DAPO)
+    # "sequence" (DeepSeekMath), "token" (DAPO), "constant" (Dr. GRPO)
+    aggregation: str = "sequence"
     adv_scale: str = "std"  # "std" (GRPO) or "none" (Dr. GRPO)
     format_weight: float = 1.0  # R_rule = R_acc + R_format, equal weights (R1 v2 §2.2)
     tasks: tuple[str, ...] = TASKS
@@ -65,17 +68,26 @@ class GRPOConfig:
         if self.group_size < 2:  # one sample is its own group mean: every advantage would be zero
             raise ValueError(f"GRPOConfig.group_size={self.group_size}: must be >= 2")
         if (self.prompts_per_step * self.group_size) % self.minibatches:
-            raise ValueError(f"GRPOConfig.minibatches={self.minibatches}: must divide prompts_per_step x group_size")
+            raise ValueError(f"GRPOConfig.minibatches={self.minibatches}: must divide "
+                             "prompts_per_step x group_size")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"GRPOConfig.aggregation={self.aggregation!r}: must be one of "
+                             f"{AGGREGATIONS}")
+        if self.adv_scale not in SCALES:
+            raise ValueError(f"GRPOConfig.adv_scale={self.adv_scale!r}: must be one of {SCALES}")
         if not set(self.levels) <= set(LEVELS) or not set(self.tasks) <= set(TASKS):
-            raise ValueError(f"GRPOConfig: tasks {self.tasks} / levels {self.levels} must come from {TASKS} / {LEVELS}")
+            raise ValueError(f"GRPOConfig: tasks {self.tasks} / levels {self.levels} must come "
+                             f"from {TASKS} / {LEVELS}")
 
 
 def completion_logprobs(model: Transformer, prompts: list[list[int]], completions: list[list[int]],
                         pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probabilities of each completion's tokens given its prompt, from one full (training-path) forward.
+    """Log-probabilities of each completion's tokens given its prompt,
+    from one full (training-path) forward.
 
-    Returns ``(logprobs, mask)``, both (B, N) with N the longest completion; ``mask`` is 1 on real tokens.
-    Sequences are right-padded: causal attention never lets a real token see the padding after it.
+    Returns ``(logprobs, mask)``, both (B, N) with N the longest completion; ``mask`` is 1 on
+    real tokens. Sequences are right-padded: causal attention never lets a real token see the
+    padding after it.
     """
     device = next(model.parameters()).device
     seqs = [p + c for p, c in zip(prompts, completions, strict=True)]
@@ -97,32 +109,32 @@ def completion_logprobs(model: Transformer, prompts: list[list[int]], completion
 
 def training_problems(cfg: GRPOConfig, step: int) -> list[Problem]:
     """The step's prompts: train-split problems, a pure function of (seed, step)."""
-    rng = random.Random(f"grpo:{cfg.seed}:{step}")
-    out: list[Problem] = []
-    while len(out) < cfg.prompts_per_step:
-        p = make_problem(rng.choice(cfg.tasks), rng.choice(cfg.levels), rng)
-        if split_of(p) == "train":
-            out.append(p)
-    return out
+    return draw_train_problems(cfg.prompts_per_step, cfg.tasks, cfg.levels,
+                               f"grpo:{cfg.seed}:{step}")
 
 
 class GRPOTrainer:
     """Runs GRPO on ``model`` (updated in place) and logs one row of metrics per step."""
 
-    def __init__(self, model: Transformer, tok: Tokenizer, cfg: GRPOConfig, out_dir: str | Path | None = None,
-                 eval_fn: Callable[[Transformer], dict[str, float]] | None = None, eval_every: int = 5,
+    def __init__(self, model: Transformer, tok: Tokenizer, cfg: GRPOConfig,
+                 out_dir: str | Path | None = None,
+                 eval_fn: Callable[[Transformer], dict[str, float]] | None = None,
+                 eval_every: int = 5,
                  on_log: Callable[[dict[str, float]], None] | None = None) -> None:
         self.model, self.tok, self.cfg = model, tok, cfg
         self.ref = copy.deepcopy(model).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
                                            weight_decay=cfg.weight_decay)
         self.out_dir = Path(out_dir) if out_dir else None
-        self.eval_fn, self.eval_every, self.on_log = eval_fn, eval_every, on_log
+        self.eval_fn, self.eval_every = eval_fn, eval_every
         self.step = 0
-        self.history: list[dict[str, float]] = []
-        self.samples: dict[int, list[tuple[str, str, float]]] = {}  # step -> (question, completion, reward)
-        self.rollouts: dict[int, list[dict]] = {}  # step -> the first groups' samples with per-token log-probs
-        self.keep_groups = 2  # how many groups per step ``rollouts`` keeps (for the rollout browser)
+        self.log = MetricsLog(self.out_dir / "grpo.jsonl" if self.out_dir else None, on_log)
+        # step -> (question, completion, reward)
+        self.samples: dict[int, list[tuple[str, str, float]]] = {}
+        # step -> the first groups' samples with per-token log-probs
+        self.rollouts: dict[int, list[dict]] = {}
+        # how many groups per step ``rollouts`` keeps (for the rollout browser)
+        self.keep_groups = 2
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
     def rollout(self) -> dict:
@@ -132,15 +144,19 @@ class GRPOTrainer:
         prompts = [p for p in prompts for _ in range(cfg.group_size)]
         group_problems = [p for p in problems for _ in range(cfg.group_size)]
         room = self.model.cfg.max_seq_len - max(len(p) for p in prompts)
-        out = sample(self.model, prompts, min(cfg.max_new_tokens, room), temperature=cfg.temperature,
-                     stop_ids=[tok.token_id("</answer>"), tok.eos_id], pad_id=tok.pad_id, generator=self.generator)
+        out = sample(self.model, prompts, min(cfg.max_new_tokens, room),
+                     temperature=cfg.temperature,
+                     stop_ids=[tok.token_id(ANSWER_CLOSE), tok.eos_id], pad_id=tok.pad_id,
+                     generator=self.generator)
         completions = out.completions()
         texts = [tok.decode(c) for c in completions]
-        acc = torch.tensor([accuracy_reward(t, p.answer) for t, p in zip(texts, group_problems, strict=True)])
+        acc = torch.tensor([accuracy_reward(t, p.answer)
+                            for t, p in zip(texts, group_problems, strict=True)])
         fmt = torch.tensor([format_reward(t) for t in texts])
         rewards = acc + cfg.format_weight * fmt
-        return {"problems": group_problems, "prompts": prompts, "completions": completions, "texts": texts,
-                "acc": acc, "fmt": fmt, "rewards": rewards, "lengths": out.lengths.float()}
+        return {"problems": group_problems, "prompts": prompts, "completions": completions,
+                "texts": texts, "acc": acc, "fmt": fmt, "rewards": rewards,
+                "lengths": out.lengths.float()}
 
     def train_step(self) -> dict[str, float]:
         cfg, model = self.cfg, self.model
@@ -152,12 +168,16 @@ class GRPOTrainer:
         adv = group_advantages(roll["rewards"], cfg.group_size, scale=cfg.adv_scale)
         with torch.no_grad():
             model.eval()
-            old_lp, mask = completion_logprobs(model, roll["prompts"], roll["completions"], self.tok.pad_id)
-            ref_lp = (completion_logprobs(self.ref, roll["prompts"], roll["completions"], self.tok.pad_id)[0]
+            old_lp, mask = completion_logprobs(model, roll["prompts"], roll["completions"],
+                                               self.tok.pad_id)
+            ref_lp = (completion_logprobs(self.ref, roll["prompts"], roll["completions"],
+                                          self.tok.pad_id)[0]
                       if cfg.kl_beta > 0 else None)
         model.train()
         n = len(roll["prompts"])
         size = n // cfg.minibatches
+        # Dr. GRPO's constant normaliser: the generation budget, the same for every step
+        max_tokens = cfg.max_new_tokens if cfg.aggregation == "constant" else None
         stats = []
         for _ in range(cfg.inner_updates):
             order = torch.randperm(n, generator=self.generator)
@@ -166,60 +186,67 @@ class GRPOTrainer:
                 lp, m = completion_logprobs(model, [roll["prompts"][i] for i in idx],
                                             [roll["completions"][i] for i in idx], self.tok.pad_id)
                 width = lp.shape[1]
-                s = grpo_loss(lp, old_lp[idx, :width], None if ref_lp is None else ref_lp[idx, :width], adv[idx],
-                              m, clip_eps=cfg.clip_eps, kl_beta=cfg.kl_beta, aggregation=cfg.aggregation,
-                              return_stats=True)
+                s = grpo_loss(lp, old_lp[idx, :width],
+                              None if ref_lp is None else ref_lp[idx, :width], adv[idx], m,
+                              clip_eps=cfg.clip_eps, kl_beta=cfg.kl_beta,
+                              aggregation=cfg.aggregation, return_stats=True, max_tokens=max_tokens)
                 self.optimizer.zero_grad(set_to_none=True)
                 s.loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
-                if model.moe_layers():  # keep the aux-loss-free balancing running, as in pre-training
+                # keep the aux-loss-free balancing running, as in pre-training
+                if model.moe_layers():
                     model.update_expert_bias()
                 stats.append(s)
         groups = roll["rewards"].view(-1, cfg.group_size)
-        entropy = -(old_lp * mask).sum() / mask.sum().clamp_min(1)  # mean surprisal of the sampled tokens
+        # mean surprisal of the sampled tokens
+        entropy = -(old_lp * mask).sum() / mask.sum().clamp_min(1)
         reasoned = [is_reasoned(t) for t in roll["texts"]]
         checked = [has_check(t) for t in roll["texts"]]
         self.step += 1
-        row = {"step": self.step, "reward": roll["rewards"].mean().item(), "accuracy": roll["acc"].mean().item(),
-               "format": roll["fmt"].mean().item(), "length": roll["lengths"].mean().item(),
-               "reasoning": sum(reasoned) / len(reasoned), "self_checks": sum(checked) / len(checked),
-               "kl": sum(s.kl for s in stats) / len(stats),
-               "entropy": entropy.item(), "clip_fraction": sum(s.clip_fraction for s in stats) / len(stats),
-               "zero_variance_groups": (groups.std(dim=1, unbiased=False) == 0).float().mean().item(),
+        row = {"step": self.step, "reward": roll["rewards"].mean().item(),
+               "accuracy": roll["acc"].mean().item(), "format": roll["fmt"].mean().item(),
+               "length": roll["lengths"].mean().item(), "reasoning": sum(reasoned) / len(reasoned),
+               "self_checks": sum(checked) / len(checked),
+               "kl": sum(s.kl for s in stats) / len(stats), "entropy": entropy.item(),
+               "clip_fraction": sum(s.clip_fraction for s in stats) / len(stats),
+               "zero_variance_groups":
+                   (groups.std(dim=1, unbiased=False) == 0).float().mean().item(),
                "loss": sum(s.loss.item() for s in stats) / len(stats),
                "sample_s": t_sample, "step_s": time.perf_counter() - t0}
         keep = min(len(roll["prompts"]), self.keep_groups * cfg.group_size)
         self.rollouts[self.step] = [
             {"question": roll["problems"][i].question, "answer": roll["problems"][i].answer,
-             "tokens": roll["completions"][i], "logprobs": old_lp[i, : len(roll["completions"][i])].tolist(),
+             "tokens": roll["completions"][i],
+             "logprobs": old_lp[i, : len(roll["completions"][i])].tolist(),
              "reward": roll["rewards"][i].item(), "advantage": adv[i].item()} for i in range(keep)]
         self.samples[self.step] = [(p.question, t, r) for p, t, r in
-                                   zip(roll["problems"][:4], roll["texts"][:4], roll["rewards"][:4].tolist(),
-                                       strict=True)]
+                                   zip(roll["problems"][:4], roll["texts"][:4],
+                                       roll["rewards"][:4].tolist(), strict=True)]
         return row
 
     def fit(self, progress: bool = True) -> list[dict[str, float]]:
         from tqdm.auto import tqdm
 
-        if self.eval_fn is not None and self.step == 0:
-            self._log({"step": 0, **self.eval_fn(self.model)})
-        for _ in tqdm(range(self.step, self.cfg.steps), desc="GRPO", disable=not progress, leave=False):
-            row = self.train_step()
-            if self.eval_fn is not None and (self.step % self.eval_every == 0 or self.step == self.cfg.steps):
-                row.update(self.eval_fn(self.model))
-            self._log(row)
-        return self.history
-
-    def _log(self, row: dict[str, float]) -> None:
-        self.history.append(row)
-        if self.on_log is not None:
-            self.on_log(row)
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.out_dir / "grpo.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            (self.out_dir / "grpo_config.json").write_text(json.dumps(asdict(self.cfg), indent=1) + "\n")
+            (self.out_dir / "grpo_config.json").write_text(json.dumps(asdict(self.cfg), indent=1)
+                                                           + "\n")
+        if self.eval_fn is not None and self.step == 0:
+            self.log.append({"step": 0, **self.eval_fn(self.model)})
+        for _ in tqdm(range(self.step, self.cfg.steps), desc="GRPO", disable=not progress,
+                      leave=False):
+            row = self.train_step()
+            if self.eval_fn is not None and (self.step % self.eval_every == 0
+                                             or self.step == self.cfg.steps):
+                row.update(self.eval_fn(self.model))
+            self.log.append(row)
+        return self.history
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """Every logged row: one per GRPO step, plus the step-0 check."""
+        return self.log.rows
 
 
 def rl_seconds(history: list[dict[str, float]]) -> float:

@@ -1,9 +1,15 @@
-"""Plots and widgets for the lessons.
+"""Plots and widgets for the lessons (the top layer of the library: it may import from any other).
 
-Every widget wraps a pure render function ``render_x(...) -> matplotlib.figure.Figure`` that tests call
-headless. ``interactive(render, **controls)`` always shows the figure for the default values as a static
-image (so GitHub, nbval and the ``ci`` profile render something), and adds live controls below it when a
-widget frontend is present, the profile is not ``ci`` and ``MINIR1_WIDGETS`` is not ``0``.
+One module per lesson topic, each a set of pure ``render_*`` functions:
+``rope`` (02), ``attention`` (03), ``moe`` (04), ``mtp`` (05), ``fp8`` (06), ``evaluation`` and
+``live`` (07), ``rewards`` (01), ``grpo`` (08), ``rollouts`` (09), ``pipeline`` (10),
+``distill`` (11); ``diagrams`` draws the boxes and arrows they share.
+
+Every widget wraps a pure render function ``render_x(...) -> matplotlib.figure.Figure`` that tests
+call headless. ``interactive(render, **controls)`` always shows the figure for the default values as
+a static image (so GitHub, nbval and the ``ci`` profile render something), and adds live controls
+below it when a widget frontend is present, the profile is not ``ci`` and ``MINIR1_WIDGETS`` is not
+``0``.
 """
 
 from __future__ import annotations
@@ -15,10 +21,16 @@ from typing import Any
 import matplotlib
 
 from minir1 import profile
+from minir1.utils import lazy_submodules
+
+__getattr__, __dir__ = lazy_submodules(__name__, (
+    "attention", "diagrams", "distill", "evaluation", "fp8", "grpo", "live", "moe", "mtp",
+    "pipeline", "rewards", "rollouts", "rope"))
 
 
 def in_notebook() -> bool:
-    """True inside a Jupyter kernel (a frontend can show live output), False in scripts and terminals."""
+    """True inside a Jupyter kernel (a frontend can show live output), False in scripts and
+    terminals."""
     try:
         from IPython import get_ipython
     except ImportError:
@@ -62,11 +74,14 @@ def show(fig: matplotlib.figure.Figure) -> None:
 
 
 def interactive(render: Callable[..., matplotlib.figure.Figure], **controls: Any) -> None:
-    """Static figure for the default control values, then (outside ``ci``) live widgets that re-render it."""
+    """Static figure for the default control values, then (outside ``ci``) live widgets that
+    re-render it."""
     show(render(**{k: _default(v) for k, v in controls.items()}))
-    # MINIR1_WIDGETS=0 (set by `make notebooks`): a batch run has no frontend to talk to the controls, and
-    # nbclient can stall on widget messages, so the committed outputs keep only the static figure
-    if profile.current() == "ci" or os.environ.get("MINIR1_WIDGETS", "1") == "0" or not _widgets_available():
+    # MINIR1_WIDGETS=0 (set by `make notebooks`): a batch run has no frontend to talk to the
+    # controls, and nbclient can stall on widget messages, so the committed outputs keep only the
+    # static figure
+    if (profile.current() == "ci" or os.environ.get("MINIR1_WIDGETS", "1") == "0"
+            or not _widgets_available()):
         return
     import ipywidgets as widgets
     import matplotlib.pyplot as plt

@@ -1,8 +1,9 @@
 """Held-out accuracy of a model, per task and difficulty level, in each answering mode.
 
 ``render_accuracy`` draws what ``minir1 eval`` prints: for every level of a task, one bar per mode
-(``direct``, ``reason``, ``free``). The space between the ``direct`` and ``reason`` bars on the hard levels is
-the gap reinforcement learning later closes; ``free`` shows which of the two the model does on its own.
+(``direct``, ``reason``, ``free``). The space between the ``direct`` and ``reason`` bars on the hard
+levels is the gap reinforcement learning later closes; ``free`` shows which of the two the model
+does on its own.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from minir1.train.evaluate import EvalResult, accuracy_by_level
+from minir1.eval.greedy import EvalResult, accuracy_by_level
 
 MODE_COLORS = {"direct": "#9e9e9e", "reason": "#2e7d32", "free": "#1565c0"}
 
 
 def render_accuracy(by_mode: dict[str, list[EvalResult]], tasks: Sequence[str] | None = None,
                     title: str = "held-out accuracy (greedy)") -> Figure:
-    """One panel per task: accuracy against level, a bar per mode; the value is written above each bar."""
+    """One panel per task: accuracy against level, a bar per mode; the value is written above each
+    bar."""
     tables = {mode: accuracy_by_level(res) for mode, res in by_mode.items()}
     keys = sorted({k for t in tables.values() for k in t})
     tasks = list(tasks) if tasks is not None else sorted({task for task, _ in keys})
@@ -35,8 +37,10 @@ def render_accuracy(by_mode: dict[str, list[EvalResult]], tasks: Sequence[str] |
             acc = [table.get((task, lv), np.nan) for lv in levels]
             bars = ax.bar(x + (i - (len(tables) - 1) / 2) * width, acc, width, label=mode,
                           color=MODE_COLORS.get(mode))
-            ax.bar_label(bars, labels=[f"{a:.0%}" if a == a else "" for a in acc], fontsize=6, padding=1)
-        ax.set(title=task, xticks=x, xticklabels=[f"L{lv}" for lv in levels], ylim=(0, 1.12), xlabel="level")
+            ax.bar_label(bars, labels=[f"{a:.0%}" if a == a else "" for a in acc], fontsize=6,
+                         padding=1)
+        ax.set(title=task, xticks=x, xticklabels=[f"L{lv}" for lv in levels], ylim=(0, 1.12),
+               xlabel="level")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("accuracy")
     axes[-1].legend(fontsize=7, loc="upper right")

@@ -1,8 +1,9 @@
 """A live training plot without wandb: pass ``LivePlot(...).update`` as the trainer's ``on_log``.
 
-In a notebook the figure redraws in place as metric rows arrive (at most every ``every`` seconds); elsewhere,
-and in the ``ci`` profile, nothing is drawn until ``close()`` shows the final figure once. The drawing itself
-is the pure function ``render_curves(history, keys)``, which tests call headless.
+In a notebook the figure redraws in place as metric rows arrive (at most every ``every`` seconds);
+elsewhere, and in the ``ci`` profile, nothing is drawn until ``close()`` shows the final figure
+once. The drawing itself is the pure function ``render_curves(history, keys)``, which tests call
+headless.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from minir1 import profile
 from minir1.viz import in_notebook
 
 
-def render_curves(history: Sequence[dict[str, float]], keys: Sequence[str] = ("loss",), x: str = "step",
-                  title: str = "training") -> Figure:
+def render_curves(history: Sequence[dict[str, float]], keys: Sequence[str] = ("loss",),
+                  x: str = "step", title: str = "training") -> Figure:
     """One panel per key, the metric against ``x``; rows without a key are skipped."""
     fig = Figure(figsize=(4.2 * len(keys), 3.2), layout="constrained")
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
@@ -32,7 +33,8 @@ def render_curves(history: Sequence[dict[str, float]], keys: Sequence[str] = ("l
 
 
 class LivePlot:
-    def __init__(self, keys: Sequence[str] = ("loss",), title: str = "training", every: float = 2.0) -> None:
+    def __init__(self, keys: Sequence[str] = ("loss",), title: str = "training",
+                 every: float = 2.0) -> None:
         self.keys, self.title, self.every = tuple(keys), title, every
         self.history: list[dict[str, float]] = []
         self._handle = None

@@ -1,10 +1,11 @@
 """Pictures for the multi-token prediction lesson (notebooks/05_multi_token_prediction.ipynb).
 
-``render_mtp_chain`` draws the causal chain of DeepSeek-V3's MTP modules (V3 §2.2, Fig. 3, Eqs. 21-23): at
-position i the main model predicts t_{i+1}; depth k combines h^{k-1}_i with the embedding of t_{i+k} and
-predicts t_{i+k+1}. ``expected_tokens_per_pass`` and ``render_speculative_speedup`` turn a draft acceptance
-rate into the tokens a speculative decoder emits per main-model pass (V3 §5.4.3: 85-90% acceptance of the
-second token, 1.8x tokens per second).
+``render_mtp_chain`` draws the causal chain of DeepSeek-V3's MTP modules (V3 §2.2, Fig. 3,
+Eqs. 21-23): at position i the main model predicts t_{i+1}; depth k combines h^{k-1}_i with the
+embedding of t_{i+k} and predicts t_{i+k+1}. ``expected_tokens_per_pass`` and
+``render_speculative_speedup`` turn a draft acceptance rate into the tokens a speculative decoder
+emits per main-model pass (V3 §5.4.3: 85-90% acceptance of the second token, 1.8x tokens per
+second).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+from minir1.viz.diagrams import draw_arrow, draw_box
 
 DEPTH_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 
@@ -25,14 +27,16 @@ def _check_rate(a: float) -> float:
     return a
 
 
-def expected_tokens_per_pass(acceptance: float | Sequence[float], n_drafts: int | None = None) -> float:
+def expected_tokens_per_pass(acceptance: float | Sequence[float],
+                             n_drafts: int | None = None) -> float:
     """Tokens emitted per main-model pass by a speculative decoder with chained drafts.
 
-    Each pass verifies the drafts in order and keeps them up to the first rejection, and always adds one
-    token of its own (the correction, or the next token after the last accepted draft). With acceptance
-    a_j for the j-th draft (given the earlier ones were accepted) the expectation is
-    1 + a_1 + a_1 a_2 + ... + a_1...a_n; a scalar ``acceptance`` means a_j = a for ``n_drafts`` drafts
-    (default 1, giving 1 + a). This is an upper bound on the speed-up: drafting and verifying cost extra.
+    Each pass verifies the drafts in order and keeps them up to the first rejection, and always
+    adds one token of its own (the correction, or the next token after the last accepted draft).
+    With acceptance a_j for the j-th draft (given the earlier ones were accepted) the expectation
+    is 1 + a_1 + a_1 a_2 + ... + a_1...a_n; a scalar ``acceptance`` means a_j = a for
+    ``n_drafts`` drafts (default 1, giving 1 + a). This is an upper bound on the speed-up:
+    drafting and verifying cost extra.
     """
     if isinstance(acceptance, (int, float, np.floating)):
         n = 1 if n_drafts is None else int(n_drafts)
@@ -50,61 +54,59 @@ def expected_tokens_per_pass(acceptance: float | Sequence[float], n_drafts: int 
     return total
 
 
-def _box(ax, x: float, y: float, text: str, note: str, color: str, active: bool, highlight: bool) -> None:
-    w, h = 0.84, 0.66
-    face = color if highlight else ("white" if active else "#f2f2f2")
-    edge = color if active else "#bbbbbb"
-    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.08",
-                                facecolor=face, edgecolor=edge, linewidth=2.0 if highlight else 1.0,
-                                linestyle="-" if active else "--", alpha=0.9 if highlight else 1.0, zorder=3))
-    ink = "white" if highlight else ("black" if active else "#999999")
-    ax.text(x, y + (0.1 if note else 0.0), text, ha="center", va="center", fontsize=11, zorder=4, color=ink)
-    if note:
-        ax.text(x, y - 0.18, note, ha="center", va="center", fontsize=8, zorder=4, color=ink)
-
-
-def _arrow(ax, start: tuple[float, float], end: tuple[float, float], color: str) -> None:
-    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12, color=color, linewidth=1.6,
-                                 shrinkA=0, shrinkB=0, zorder=2))
+def _chain_cell(ax, x: float, y: float, text: str, note: str, color: str, active: bool,
+                highlight: bool) -> None:
+    """One box of the chain: filled for the chosen position, white with a target, dashed grey
+    without one."""
+    draw_box(ax, (x, y), (0.84, 0.66), text, note, rounding=0.08, zorder=3,
+             facecolor=color if highlight else ("white" if active else "#f2f2f2"),
+             edgecolor=color if active else "#bbbbbb", linewidth=2.0 if highlight else 1.0,
+             linestyle="-" if active else "--", alpha=0.9 if highlight else 1.0,
+             title_dy=0.1 if note else 0.0, note_dy=-0.18, title_size=11, bold=False,
+             ink="white" if highlight else ("black" if active else "#999999"))
 
 
 def render_mtp_chain(seq_len: int = 8, depth: int = 2, position: int = 2) -> Figure:
     """Which token each depth of MTP sees and predicts, for a window of tokens t_1 .. t_{seq_len}.
 
-    Rows from the bottom: the tokens, the main model (depth 0) and MTP depths 1..``depth``. The box of
-    depth k at position i shows the token it predicts, t_{i+k+1} (Eq. 23), above the extra token it reads:
-    the embedding of t_{i+k} (Eq. 21), which is what depth k-1 predicts at the same position. Greyed boxes
-    have no target inside the window. The ``position`` column (1-based) is filled in, with arrows for the
-    hidden state h^{k-1}_i passed up the chain, and the tokens it predicts are ringed in each depth's colour.
+    Rows from the bottom: the tokens, the main model (depth 0) and MTP depths 1..``depth``. The box
+    of depth k at position i shows the token it predicts, t_{i+k+1} (Eq. 23), above the extra token
+    it reads: the embedding of t_{i+k} (Eq. 21), which is what depth k-1 predicts at the same
+    position. Greyed boxes have no target inside the window. The ``position`` column (1-based) is
+    filled in, with arrows for the hidden state h^{k-1}_i passed up the chain, and the tokens it
+    predicts are ringed in each depth's colour.
     """
     if depth < 0:
         raise ValueError(f"depth={depth}: must be >= 0")
     if seq_len < depth + 2:
-        raise ValueError(f"seq_len={seq_len}: must be >= depth + 2 = {depth + 2} to show one target per depth")
+        raise ValueError(f"seq_len={seq_len}: must be >= depth + 2 = {depth + 2} to show one "
+                         "target per depth")
     if not 1 <= position <= seq_len - depth - 1:
-        raise ValueError(f"position={position}: must be in 1..{seq_len - depth - 1} (seq_len - depth - 1) so "
-                         "that the deepest prediction stays inside the window")
+        raise ValueError(f"position={position}: must be in 1..{seq_len - depth - 1} "
+                         "(seq_len - depth - 1) so that the deepest prediction stays inside the "
+                         "window")
     colors = [DEPTH_COLORS[k % len(DEPTH_COLORS)] for k in range(depth + 1)]
     fig = Figure(figsize=(1.6 + 1.0 * seq_len, 1.2 + 1.0 * (depth + 2)), layout="constrained")
     ax = fig.add_subplot()
 
     for i in range(1, seq_len + 1):  # the token row
-        _box(ax, i, 0, f"$t_{{{i}}}$", "", "#444444", True, False)
+        _chain_cell(ax, i, 0, f"$t_{{{i}}}$", "", "#444444", True, False)
     for k in range(depth + 1):  # depth k at position i reads Emb(t_{i+k}) and predicts t_{i+k+1}
         y = k + 1
         for i in range(1, seq_len + 1):
             target = i + k + 1
             active = target <= seq_len
-            note = (f"reads $t_{{\\leq {i}}}$" if k == 0 else f"+ Emb($t_{{{i + k}}}$)") if active else ""
-            _box(ax, i, y, f"$t_{{{target}}}$" if active else "-", note, colors[k], active,
-                 active and i == position)
+            note = ((f"reads $t_{{\\leq {i}}}$" if k == 0 else f"+ Emb($t_{{{i + k}}}$)")
+                    if active else "")
+            _chain_cell(ax, i, y, f"$t_{{{target}}}$" if active else "-", note, colors[k], active,
+                        active and i == position)
         # ring the token this depth predicts at `position`, one ring per depth
         pad = 0.05 * (k + 1)
-        ax.add_patch(FancyBboxPatch((position + k + 1 - 0.42 - pad, -0.33 - pad), 0.84 + 2 * pad,
-                                    0.66 + 2 * pad, boxstyle="round,pad=0.02,rounding_size=0.1", facecolor="none",
-                                    edgecolor=colors[k], linewidth=1.8, zorder=5))
+        draw_box(ax, (position + k + 1, 0), (0.84 + 2 * pad, 0.66 + 2 * pad), facecolor="none",
+                 edgecolor=colors[k], linewidth=1.8, rounding=0.1, zorder=5)
     for k in range(depth + 1):  # Emb(t_p) into the main model, then h^{k-1}_p up the chain
-        _arrow(ax, (position, k + 0.33), (position, k + 0.67), colors[k])
+        draw_arrow(ax, (position, k + 0.33), (position, k + 0.67), color=colors[k],
+                   linewidth=1.6, head=12, shrink=0, zorder=2)
 
     labels = ["tokens", "main model\n(predicts $t_{i+1}$)"]
     labels += [f"MTP depth {k}\n(predicts $t_{{i+{k + 1}}}$)" for k in range(1, depth + 1)]
@@ -117,8 +119,8 @@ def render_mtp_chain(seq_len: int = 8, depth: int = 2, position: int = 2) -> Fig
     ax.tick_params(length=0)
     ax.set_title(f"The MTP causal chain, D = {depth}: position i = {position} predicts "
                  + ", ".join(f"$t_{{{position + k + 1}}}$" for k in range(depth + 1))
-                 + "\n(arrows: the hidden state $h^{k-1}_i$ passed up; depth k also reads the token depth k-1 "
-                 "predicts)", fontsize=10)
+                 + "\n(arrows: the hidden state $h^{k-1}_i$ passed up; depth k also reads the "
+                 "token depth k-1 predicts)", fontsize=10)
     return fig
 
 
@@ -128,9 +130,9 @@ def render_speculative_speedup(acceptance: float = 0.85, n_drafts: int = 1, *,
                                max_drafts: int = 4) -> Figure:
     """Tokens per main-model pass against the acceptance rate, for 1..``max_drafts`` chained drafts.
 
-    The curve for ``n_drafts`` is drawn bold and the point at ``acceptance`` is marked on it. The paper's
-    85-90% acceptance band (V3 §5.4.3) is shaded with its measured 1.8x tokens-per-second as a dotted line;
-    ``measured`` ({label: acceptance}) adds points on the one-draft curve (1 + a).
+    The curve for ``n_drafts`` is drawn bold and the point at ``acceptance`` is marked on it. The
+    paper's 85-90% acceptance band (V3 §5.4.3) is shaded with its measured 1.8x tokens-per-second
+    as a dotted line; ``measured`` ({label: acceptance}) adds points on the one-draft curve (1 + a).
     """
     acceptance = _check_rate(acceptance)
     if not 1 <= n_drafts <= max_drafts:
@@ -138,21 +140,25 @@ def render_speculative_speedup(acceptance: float = 0.85, n_drafts: int = 1, *,
     a = np.linspace(0.0, 1.0, 201)
     fig = Figure(figsize=(7.0, 4.2), layout="constrained")
     ax = fig.add_subplot()
-    ax.axvspan(*paper, color="#cccccc", alpha=0.5, label=f"V3: {paper[0]:.0%}-{paper[1]:.0%} accepted")
-    ax.axhline(paper_tps, color="#555555", linestyle=":", label=f"V3: {paper_tps}x tokens/s measured")
+    ax.axvspan(*paper, color="#cccccc", alpha=0.5,
+               label=f"V3: {paper[0]:.0%}-{paper[1]:.0%} accepted")
+    ax.axhline(paper_tps, color="#555555", linestyle=":",
+               label=f"V3: {paper_tps}x tokens/s measured")
     for n in range(1, max_drafts + 1):
         ys = [expected_tokens_per_pass(x, n) for x in a]
         bold = n == n_drafts
-        ax.plot(a, ys, color=DEPTH_COLORS[(n - 1) % len(DEPTH_COLORS)], linewidth=2.4 if bold else 1.0,
-                alpha=1.0 if bold else 0.45, label=f"{n} draft{'s' if n > 1 else ''}")
+        ax.plot(a, ys, color=DEPTH_COLORS[(n - 1) % len(DEPTH_COLORS)],
+                linewidth=2.4 if bold else 1.0, alpha=1.0 if bold else 0.45,
+                label=f"{n} draft{'s' if n > 1 else ''}")
     here = expected_tokens_per_pass(acceptance, n_drafts)
     ax.plot([acceptance], [here], "o", color="black", zorder=5)
-    ax.annotate(f"{here:.2f} tokens/pass", (acceptance, here), textcoords="offset points", xytext=(-10, 10),
-                ha="right", fontsize=9)
+    ax.annotate(f"{here:.2f} tokens/pass", (acceptance, here), textcoords="offset points",
+                xytext=(-10, 10), ha="right", fontsize=9)
     for j, (label, value) in enumerate((measured or {}).items()):
         value = _check_rate(value)
         ax.plot([value], [1 + value], marker="*", markersize=13, linestyle="none",
-                color=DEPTH_COLORS[(j + 3) % len(DEPTH_COLORS)], label=f"{label}: a = {value:.0%}", zorder=6)
+                color=DEPTH_COLORS[(j + 3) % len(DEPTH_COLORS)],
+                label=f"{label}: a = {value:.0%}", zorder=6)
     ax.set_xlim(0, 1)
     ax.set_ylim(1, max_drafts + 1.05)
     ax.set_xlabel("acceptance rate a of each draft token")

@@ -1,10 +1,12 @@
-"""Figures of the R1 pipeline and distillation lessons (notebooks 10 and 11).
+"""Figures of the R1 pipeline lesson (notebooks/10_r1_pipeline.ipynb).
 
-``render_rl_curves(curves)`` overlays the held-out greedy accuracy and response length of several GRPO runs
-against the step (R1-Zero from the base vs reasoning RL after the cold start: does the cold start speed RL up?).
-``render_stages(rows)`` draws the results table as bars: pass@1 and maj@k per model, the paper's two columns.
-``render_trace(record)`` shows one rejection-sampling verdict (kept, wrong, or the readability reason) for the
-trace browser widget.
+``render_pipeline()`` draws the stages as boxes: R1-Zero from the base on top, R1's four stages
+below (R1 §2.3, Nature Fig. 2). ``render_rl_curves(curves)`` overlays the held-out greedy accuracy
+and response length of several GRPO runs against the step (R1-Zero from the base vs reasoning RL
+after the cold start: does the cold start speed RL up?). ``render_stages(rows)`` draws the results
+table as bars: pass@1 and maj@k per model, the paper's two columns. ``render_trace(record)`` shows
+one rejection-sampling verdict (kept, wrong, or the readability reason) for the trace browser.
+The distillation lesson's own figures are in ``minir1.viz.distill``.
 """
 
 from __future__ import annotations
@@ -14,11 +16,46 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from minir1.viz.diagrams import BOX_BLUE, BOX_ORANGE, draw_arrow, draw_box
 
-def render_rl_curves(curves: Mapping[str, Sequence[dict[str, float]]], metrics: Sequence[str] = (
-        "heldout_accuracy", "heldout_length")) -> Figure:
-    """One panel per metric of the held-out checks (``heldout_metrics`` keys), one line per GRPO run."""
-    labels = {"heldout_accuracy": "held-out accuracy (greedy)", "heldout_length": "mean response length (tokens)",
+
+def render_pipeline() -> Figure:
+    """The stages as boxes: R1-Zero on top, the four R1 stages below (R1 §2.3, Nature Fig. 2).
+
+    Each arrow hands on the weights, except Dev2 -> Dev3: Dev3 takes only Dev2's rejection-sampled
+    traces and restarts its SFT from the base model (the dashed arc), as R1 restarted from
+    DeepSeek-V3-Base.
+    """
+    boxes = {  # key: (x, y, title, what it does)
+        "base": (0, 0, "base model", "pre-trained\n(lesson 07)"),
+        "zero": (2, 1, "R1-Zero", "GRPO from the base,\nR1-Zero template"),
+        "dev1": (1, 0, "Dev1: cold start", "SFT on a small set\nof clean traces"),
+        "dev2": (2, 0, "Dev2: reasoning RL", "GRPO from Dev1,\nchat format"),
+        "dev3": (3, 0, "Dev3: rejection\nsampling + SFT", "correct, readable\nDev2 samples"),
+        "r1": (4, 0, "R1: final RL", "GRPO from Dev3"),
+    }
+    fig = Figure(figsize=(11, 3.6))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set(xlim=(-0.5, 4.5), ylim=(-0.8, 1.35))
+    ax.set_axis_off()
+    w, h = 0.8, 0.56
+    for key, (x, y, title, what) in boxes.items():
+        draw_box(ax, (x, y), (w, h), title, what, title_dy=0.1, note_dy=-0.15,
+                 facecolor=BOX_ORANGE if key == "zero" else BOX_BLUE)
+    for a, b in (("dev1", "dev2"), ("dev2", "dev3"), ("dev3", "r1"), ("base", "dev1")):
+        draw_arrow(ax, (boxes[a][0] + w / 2, 0), (boxes[b][0] - w / 2, 0))
+    draw_arrow(ax, (0, h / 2), (2 - w / 2, 1))  # base -> R1-Zero
+    draw_arrow(ax, (0, -h / 2), (3, -h / 2), linestyle="--", color="#c0392b", rad=0.22,
+               label="Dev3 takes only the samples from Dev2: its SFT restarts from the base",
+               label_dy=-0.5 + h / 2)  # the label sits at y = -0.5, inside the arc
+    return fig
+
+
+def render_rl_curves(curves: Mapping[str, Sequence[dict[str, float]]],
+                     metrics: Sequence[str] = ("heldout_accuracy", "heldout_length")) -> Figure:
+    """One panel per metric of the held-out checks (``heldout_metrics`` keys), one line per run."""
+    labels = {"heldout_accuracy": "held-out accuracy (greedy)",
+              "heldout_length": "mean response length (tokens)",
               "heldout_format": "well-formed rate", "heldout_reasoning": "reasons first"}
     fig = Figure(figsize=(5.5 * len(metrics), 3.4))
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
@@ -47,7 +84,8 @@ def render_stages(rows: Mapping[str, dict[str, Any]], title: str = "") -> Figure
         values = [rows[n][key] for n in names]
         bars = ax.bar([x + offset for x in xs], values, width, label=label)
         ax.bar_label(bars, labels=[f"{v:.0%}" for v in values], fontsize=8, padding=1)
-    ax.set_xticks(list(xs), [n.replace(" ", "\n").replace("-", "-\n", 1) for n in names], fontsize=8)
+    ax.set_xticks(list(xs), [n.replace(" ", "\n").replace("-", "-\n", 1) for n in names],
+                  fontsize=8)
     ax.set(ylim=(0, 1.1), ylabel="held-out accuracy", title=title)
     ax.legend(loc="upper left", ncols=2)
     ax.grid(axis="y", alpha=0.3)
@@ -56,10 +94,13 @@ def render_stages(rows: Mapping[str, dict[str, Any]], title: str = "") -> Figure
 
 
 def render_trace(record: dict[str, Any]) -> Figure:
-    """One sampled trace and its rejection-sampling verdict: ``record`` has ``question``, ``answer``,
-    ``completion``, ``correct`` and ``why`` (None when kept, else the reason it was dropped)."""
-    verdict = ("kept" if record["why"] is None else f"dropped: {record['why']}") if record["correct"] else \
-        "rejected: wrong answer"
+    """One sampled trace and its rejection-sampling verdict: ``record`` has ``question``,
+    ``answer``, ``completion``, ``correct`` and ``why`` (None when kept, else why it was
+    dropped)."""
+    if not record["correct"]:
+        verdict = "rejected: wrong answer"
+    else:
+        verdict = "kept" if record["why"] is None else f"dropped: {record['why']}"
     color = "#2a9d4b" if verdict == "kept" else "#c0392b"
     text = record["completion"]
     lines = [text[i:i + 95] for i in range(0, len(text), 95)] or [""]
@@ -67,11 +108,11 @@ def render_trace(record: dict[str, Any]) -> Figure:
     ax = fig.add_axes((0.01, 0.0, 0.98, 1.0))
     ax.set_axis_off()
     ax.set(xlim=(0, 1), ylim=(len(lines) + 0.2, -1.4))
-    ax.text(0, -0.7, f"{record['question']} = {record['answer']}    {verdict}", color=color, fontsize=10,
-            family="monospace", weight="bold", va="center")
+    ax.text(0, -0.7, f"{record['question']} = {record['answer']}    {verdict}", color=color,
+            fontsize=10, family="monospace", weight="bold", va="center")
     for y, line in enumerate(lines):
         ax.text(0, y + 0.3, line, fontsize=9, family="monospace", va="center")
     return fig
 
 
-__all__ = ["render_rl_curves", "render_stages", "render_trace"]
+__all__ = ["render_pipeline", "render_rl_curves", "render_stages", "render_trace"]

@@ -1,11 +1,12 @@
 """The reward inspector of the tasks-and-rewards lesson (notebooks/01_tokens_and_tasks.ipynb).
 
-``reward_matrix`` scores a list of completions with several reward functions ``reward(completion, answer)``.
-A reward function that raises is recorded as NaN instead of taking the table down, because finding the
-strings that crash a reward is part of testing it. ``render_reward_table`` draws the matrix as a grid:
-one row per completion (its text, shortened, as the row label), one column per reward, green for full
-reward, red for none, grey with the exception's name where the reward crashed. Passing ``completion``
-adds a highlighted last row, which is what the widget's text box feeds.
+``reward_matrix`` scores a list of completions with several reward functions
+``reward(completion, answer)``. A reward function that raises is recorded as NaN instead of taking
+the table down, because finding the strings that crash a reward is part of testing it.
+``render_reward_table`` draws the matrix as a grid: one row per completion (its text, shortened, as
+the row label), one column per reward, green for full reward, red for none, grey with the
+exception's name where the reward crashed. Passing ``completion`` adds a highlighted last row, which
+is what the widget's text box feeds.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from minir1.rl.rewards import accuracy_reward, format_reward
+from minir1.data.rewards import accuracy_reward, format_reward
 
 Reward = Callable[[str, int | str], float]
 
@@ -31,7 +32,8 @@ _CMAP = LinearSegmentedColormap.from_list("reward", ["#f4a3a3", "#f7f7f7", "#9fd
 
 def reward_matrix(completions: Sequence[str], answer: int | str, rewards: Mapping[str, Reward],
                   ) -> tuple[np.ndarray, list[list[str]]]:
-    """(n_completions, n_rewards) float array, and the name of the exception where a reward raised (NaN)."""
+    """(n_completions, n_rewards) float array, and the name of the exception where a reward raised
+    (NaN)."""
     values = np.full((len(completions), len(rewards)), np.nan)
     errors = [["" for _ in rewards] for _ in completions]
     for i, text in enumerate(completions):
@@ -61,7 +63,8 @@ def render_reward_table(completions: Mapping[str, str] | Sequence[str], answer: 
     """A completions x rewards grid of reward values for the reference ``answer``.
 
     completions: ``{label: completion}`` or a list of completions (labelled by their text).
-    rewards: ``{name: reward(completion, answer) -> float}``; default: the library's accuracy and format.
+    rewards: ``{name: reward(completion, answer) -> float}``; default: the library's accuracy and
+        format.
     completion: an extra completion (e.g. typed into the widget), added as the highlighted last row.
     Cells show the value (green 1, red 0) or, where the reward raised, the exception's name on grey.
     """
@@ -78,9 +81,11 @@ def render_reward_table(completions: Mapping[str, str] | Sequence[str], answer: 
     values, errors = reward_matrix(texts, answer, rewards)
 
     n_rows, n_cols = values.shape
-    fig = Figure(figsize=(2.0 + 0.085 * max_chars + 1.1 * n_cols, 1.2 + 0.36 * n_rows), layout="constrained")
+    fig = Figure(figsize=(2.0 + 0.085 * max_chars + 1.1 * n_cols, 1.2 + 0.36 * n_rows),
+                 layout="constrained")
     ax = fig.subplots()
-    ax.imshow(np.clip(np.nan_to_num(values, nan=0.5), 0, 1), cmap=_CMAP, vmin=0, vmax=1, aspect="auto")
+    ax.imshow(np.clip(np.nan_to_num(values, nan=0.5), 0, 1), cmap=_CMAP, vmin=0, vmax=1,
+              aspect="auto")
     for i in range(n_rows):
         for j in range(n_cols):
             if errors[i][j]:
@@ -88,7 +93,8 @@ def render_reward_table(completions: Mapping[str, str] | Sequence[str], answer: 
                 ax.text(j, i, f"raised\n{errors[i][j]}", ha="center", va="center", fontsize=7)
             else:
                 v = values[i, j]
-                ax.text(j, i, f"{v:g}" if math.isfinite(v) else str(v), ha="center", va="center", fontsize=9)
+                ax.text(j, i, f"{v:g}" if math.isfinite(v) else str(v), ha="center", va="center",
+                        fontsize=9)
     labels = [f"{label}: {shorten(text, max_chars)}" if label != shorten(text, max_chars) else label
               for label, text in items]
     ax.set_yticks(range(n_rows), labels, fontsize=8, fontfamily="monospace")
@@ -109,9 +115,10 @@ def _cell(i: int, j: int, color: str) -> Rectangle:
 
 
 
-# ---------------------------------------------------------------------------------------------- token strips
-ROLE_COLORS = {"prompt": "#e8e8e8", "question": "#9ecae1", "tag": "#c5b0d5", "reasoning": "#fdd0a2",
-               "answer": "#a1d99b", "outside": "#fc9272", "control": "#ffffff"}
+# ------------------------------------------------------------------------------------- token strips
+ROLE_COLORS = {"prompt": "#e8e8e8", "question": "#9ecae1", "tag": "#c5b0d5",
+               "reasoning": "#fdd0a2", "answer": "#a1d99b", "outside": "#fc9272",
+               "control": "#ffffff"}
 _TAG_STATE = {"<think>": "reasoning", "</think>": None, "<answer>": "answer", "</answer>": None}
 
 
@@ -119,9 +126,10 @@ def token_roles(tokenizer, prompt: str, completion: str, question: str | None = 
                 ) -> list[tuple[str, str]]:
     """``(token text, role)`` for every token of ``prompt + completion``.
 
-    Prompt tokens are "prompt" ("question" inside the last occurrence of ``question``); completion tokens are
-    "tag" (the four R1 tags), "reasoning" (inside think), "answer" (inside answer), "control" (``<eos>`` etc.)
-    or "outside" (text the model wrote outside both blocks, which no rule reward reads).
+    Prompt tokens are "prompt" ("question" inside the last occurrence of ``question``); completion
+    tokens are "tag" (the four R1 tags), "reasoning" (inside think), "answer" (inside answer),
+    "control" (``<eos>`` etc.) or "outside" (text the model wrote outside both blocks, which no rule
+    reward reads).
     """
     out: list[tuple[str, str]] = []
     start = prompt.rfind(question) if question else -1
@@ -145,12 +153,13 @@ def token_roles(tokenizer, prompt: str, completion: str, question: str | None = 
 
 
 def render_tokens(tokenizer, prompt: str, completion: str, question: str | None = None,
-                  answer: int | str | None = None, width: float = 44.0, title: str | None = None) -> Figure:
+                  answer: int | str | None = None, width: float = 44.0,
+                  title: str | None = None) -> Figure:
     """The tokens of one document as coloured cells: what the prompt holds, what the policy writes.
 
-    Each character is one cell (space as '␣', newline as '⏎'); a special token is one wider cell, because it
-    is one token. The completion starts on a new row. With ``answer``, the library's two rule rewards of the
-    completion are written under the strip.
+    Each character is one cell (space as '␣', newline as '⏎'); a special token is one wider cell,
+    because it is one token. The completion starts on a new row. With ``answer``, the library's two
+    rule rewards of the completion are written under the strip.
     """
     if width < 10:
         raise ValueError(f"width={width}: must be >= 10")
@@ -178,17 +187,17 @@ def render_tokens(tokenizer, prompt: str, completion: str, question: str | None 
     ax.axis("off")
     used = [r for r in ROLE_COLORS if any(c[4] == r for c in cells)]
     handles = [Rectangle((0, 0), 1, 1, facecolor=ROLE_COLORS[r], edgecolor="#888888") for r in used]
-    ax.legend(handles, used, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(used), fontsize=8,
-              frameon=False)
+    ax.legend(handles, used, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(used),
+              fontsize=8, frameon=False)
     n_completion = len(tokens) - n_prompt
     ax.set_title(title or f"{n_prompt} prompt tokens (context) + {n_completion} completion tokens "
                  "(what the policy writes)", fontsize=10)
     if answer is not None:
         acc, fmt = accuracy_reward(completion, answer), format_reward(completion)
-        fig.supxlabel(f"reference answer {answer}:   accuracy_reward = {acc:g}   format_reward = {fmt:g}"
-                      f"   R_rule = {acc + fmt:g}", fontsize=9)
+        fig.supxlabel(f"reference answer {answer}:   accuracy_reward = {acc:g}   "
+                      f"format_reward = {fmt:g}   R_rule = {acc + fmt:g}", fontsize=9)
     return fig
 
 
-__all__ = ["DEFAULT_REWARDS", "ROLE_COLORS", "render_reward_table", "render_tokens", "reward_matrix", "shorten",
-           "token_roles"]
+__all__ = ["DEFAULT_REWARDS", "ROLE_COLORS", "render_reward_table", "render_tokens",
+           "reward_matrix", "shorten", "token_roles"]

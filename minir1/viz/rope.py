@@ -1,8 +1,9 @@
-"""RoPE and YaRN pictures: per-pair wavelengths with and without YaRN, and where the ramp comes from.
+"""RoPE and YaRN pictures: per-pair wavelengths with and without YaRN, and where the ramp comes
+from.
 
-``render_yarn`` is pure (arguments in, ``Figure`` out) so lesson 02 can wrap it in a widget and tests can call
-it headless. Every number it plots comes from ``minir1.model.rope``: the figure can never disagree with the
-frequencies the model actually uses.
+``render_yarn`` is pure (arguments in, ``Figure`` out) so lesson 02 can wrap it in a widget and
+tests can call it headless. Every number it plots comes from ``minir1.model.rope``: the figure can
+never disagree with the frequencies the model actually uses.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ def yarn_config(factor: float, beta_fast: float, beta_slow: float, original_len:
                        rope_factor=factor, beta_fast=beta_fast, beta_slow=beta_slow)
 
 
-def render_yarn(factor: float = 40.0, beta_fast: float = 32, beta_slow: float = 1, original_len: int = 4096,
-                dim: int = 64, base: float = 10000.0) -> Figure:
-    """Three panels over the ``dim // 2`` rotary pairs (V3 defaults: s = 40, beta 32/1, L0 = 4096, d^R = 64).
+def render_yarn(factor: float = 40.0, beta_fast: float = 32, beta_slow: float = 1,
+                original_len: int = 4096, dim: int = 64, base: float = 10000.0) -> Figure:
+    """Three panels over the ``dim // 2`` rotary pairs (V3 defaults: s = 40, beta 32/1, L0 = 4096,
+    d^R = 64).
 
-    1. wavelength 2*pi/theta_i in tokens, plain RoPE vs YaRN, against the original and the extended context;
-    2. full rotations each pair makes over the original context, with the beta_fast / beta_slow thresholds
-       that define the correction range;
+    1. wavelength 2*pi/theta_i in tokens, plain RoPE vs YaRN, against the original and the extended
+       context;
+    2. full rotations each pair makes over the original context, with the beta_fast / beta_slow
+       thresholds that define the correction range;
     3. the ramp gamma_i: 0 keeps a pair's frequency, 1 divides it by the factor s.
     """
     cfg = yarn_config(factor, beta_fast, beta_slow, original_len, dim, base)
@@ -57,7 +60,8 @@ def render_yarn(factor: float = 40.0, beta_fast: float = 32, beta_slow: float = 
 
     ax_wave.plot(idx, wave_plain, "o-", ms=3, color="tab:blue", label="RoPE")
     ax_wave.plot(idx, wave_yarn, "s--", ms=3, color="tab:orange", label="YaRN")
-    ax_wave.axhline(original_len, color="k", lw=1, ls=":", label=f"original context L0 = {original_len:,}")
+    ax_wave.axhline(original_len, color="k", lw=1, ls=":",
+                    label=f"original context L0 = {original_len:,}")
     ax_wave.axhline(cfg.max_seq_len, color="k", lw=1, ls="-.",
                     label=f"extended context s·L0 = {cfg.max_seq_len:,}")
     ax_wave.set_yscale("log")
@@ -68,8 +72,10 @@ def render_yarn(factor: float = 40.0, beta_fast: float = 32, beta_slow: float = 
                       f"L0 = {original_len:,}: ramp over pairs [{low}, {high}] ({kind})")
 
     ax_turn.plot(idx, turns, "o-", ms=3, color="tab:blue", label="rotations over L0")
-    ax_turn.axhline(beta_fast, color=_KEEP, lw=1.2, label=f"β_fast = {beta_fast:g}: faster pairs kept")
-    ax_turn.axhline(beta_slow, color=_INTERP, lw=1.2, label=f"β_slow = {beta_slow:g}: slower pairs ÷ s")
+    ax_turn.axhline(beta_fast, color=_KEEP, lw=1.2,
+                    label=f"β_fast = {beta_fast:g}: faster pairs kept")
+    ax_turn.axhline(beta_slow, color=_INTERP, lw=1.2,
+                    label=f"β_slow = {beta_slow:g}: slower pairs ÷ s")
     ax_turn.set_yscale("log")
     ax_turn.set_ylabel("full turns in L0")
     ax_turn.legend(loc="upper right", fontsize=8)

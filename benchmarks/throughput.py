@@ -1,4 +1,5 @@
-"""Training throughput of a preset on the pretraining stream: tokens per second over timed optimiser steps.
+"""Training throughput of a preset on the pretraining stream: tokens per second over timed optimiser
+steps.
 
     python benchmarks/throughput.py [--preset tiny] [--steps 20] [--batch 32] [--seq 256]
 """
@@ -20,7 +21,8 @@ from minir1.train.pretrain import PRETRAIN_RECIPES, model_config
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
@@ -42,10 +44,12 @@ def main() -> None:
     seconds = time.perf_counter() - start
     per_step = args.batch * args.seq
     flops = train_flops_per_token(cfg, args.seq)
-    print(f"{args.preset}: {count_params(cfg).total:,} parameters, batch {args.batch} x {args.seq}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {trainer.device}")
+    print(f"{args.preset}: {count_params(cfg).total:,} parameters, "
+          f"batch {args.batch} x {args.seq}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {trainer.device}")
     print(f"training throughput: {args.steps * per_step / seconds:,.0f} tokens/s "
-          f"({seconds / args.steps * 1e3:.0f} ms/step, {flops * args.steps * per_step / seconds / 1e9:.1f} GFLOP/s)")
+          f"({seconds / args.steps * 1e3:.0f} ms/step, "
+          f"{flops * args.steps * per_step / seconds / 1e9:.1f} GFLOP/s)")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""One full training step (forward, backward, AdamW) of minir1 and of transformers' DeepseekV3ForCausalLM.
+"""One full training step (forward, backward, AdamW) of minir1 and of transformers'
+DeepseekV3ForCausalLM.
 
-Both models get the identical configuration and the identical weights (loaded from one another), the same
-batch, and alternate inside one process so that machine noise hits both alike. Prints tokens/s for each, the
-ratio, and minir1's achieved GFLOP/s against a same-process fp32 matmul peak.
+Both models get the identical configuration and the identical weights (loaded from one another), the
+same batch, and alternate inside one process so that machine noise hits both alike. Prints tokens/s
+for each, the ratio, and minir1's achieved GFLOP/s against a same-process fp32 matmul peak.
 
     python benchmarks/train_step.py [--steps 10] [--warmup 3] [--threads N]
 """
@@ -21,13 +22,14 @@ from minir1 import ModelConfig, Transformer
 from minir1 import hf as mhf
 from minir1.model.params import train_flops_per_token
 
-# The configuration the issue fixes: hidden 256, 4 layers (1 dense), 4 heads, q_lora 128, kv_lora 64,
-# nope/rope/v 32/16/32, 16 routed experts in 4 groups (top-2 groups), 4 active + 1 shared, expert width 128,
-# dense width 512, vocab 512, batch 16 x 128.
-CFG = dict(vocab_size=512, dim=256, inter_dim=512, moe_inter_dim=128, n_layers=4, n_dense_layers=1, n_heads=4,
-           n_routed_experts=16, n_shared_experts=1, n_activated_experts=4, n_expert_groups=4, n_limited_groups=2,
-           score_func="sigmoid", route_scale=1.0, q_lora_rank=128, kv_lora_rank=64, qk_nope_head_dim=32,
-           qk_rope_head_dim=16, v_head_dim=32, max_seq_len=128, original_seq_len=128,
+# The configuration the issue fixes: hidden 256, 4 layers (1 dense), 4 heads, q_lora 128,
+# kv_lora 64, nope/rope/v 32/16/32, 16 routed experts in 4 groups (top-2 groups), 4 active +
+# 1 shared, expert width 128, dense width 512, vocab 512, batch 16 x 128.
+CFG = dict(vocab_size=512, dim=256, inter_dim=512, moe_inter_dim=128, n_layers=4, n_dense_layers=1,
+           n_heads=4, n_routed_experts=16, n_shared_experts=1, n_activated_experts=4,
+           n_expert_groups=4, n_limited_groups=2, score_func="sigmoid", route_scale=1.0,
+           q_lora_rank=128, kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=16,
+           v_head_dim=32, max_seq_len=128, original_seq_len=128,
            n_mtp_modules=0, balance_alpha=0.0)  # transformers has neither MTP nor a balance loss
 BATCH, SEQ = 16, 128
 
@@ -58,7 +60,8 @@ def build() -> tuple[Transformer, torch.nn.Module, ModelConfig]:
     return ours, theirs.train(), cfg
 
 
-def step_minir1(model: Transformer, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+def step_minir1(model: Transformer, opt: torch.optim.Optimizer, x: torch.Tensor,
+                y: torch.Tensor) -> float:
     loss = model(x, targets=y).loss
     loss.backward()
     opt.step()
@@ -67,7 +70,8 @@ def step_minir1(model: Transformer, opt: torch.optim.Optimizer, x: torch.Tensor,
     return loss.item()
 
 
-def step_hf(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+def step_hf(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+            y: torch.Tensor) -> float:
     logits = model(input_ids=x).logits
     loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
     loss.backward()
@@ -77,12 +81,15 @@ def step_hf(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per implementation")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice)")
     parser.add_argument("--breakdown", action="store_true",
-                        help="also profile minir1's step: time inside matrix multiplies vs everything else")
+                        help="also profile minir1's step: time inside matrix multiplies vs "
+                             "everything else")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,7 +99,8 @@ def main() -> None:
     with torch.no_grad():  # same weights, same function: check before timing anything
         diff = (ours(x).logits - theirs(input_ids=x).logits).abs().max().item()
     assert diff < 1e-4, f"minir1 and transformers disagree (max abs logit diff {diff:.2e})"
-    opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
+                                    fused=True)
             for name, m in (("minir1", ours), ("transformers", theirs))}
     steps = {"minir1": lambda: step_minir1(ours, opts["minir1"], x, y),
              "transformers": lambda: step_hf(theirs, opts["transformers"], x, y)}
@@ -107,23 +115,28 @@ def main() -> None:
     tokens = BATCH * SEQ
     flops = train_flops_per_token(cfg, SEQ) * tokens
     med = {name: statistics.median(ts) for name, ts in times.items()}
-    print(f"config: dim {cfg.dim}, {cfg.n_layers} layers ({cfg.n_dense_layers} dense), {cfg.n_routed_experts} "
-          f"experts top-{cfg.n_activated_experts}, batch {BATCH}x{SEQ}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; logits agree to {diff:.1e}")
-    print(f"{'implementation':<14} {'median step':>12} {'tokens/s':>10} {'GFLOP/s':>9} {'% of peak':>9}")
+    print(f"config: dim {cfg.dim}, {cfg.n_layers} layers ({cfg.n_dense_layers} dense), "
+          f"{cfg.n_routed_experts} experts top-{cfg.n_activated_experts}, batch {BATCH}x{SEQ}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"logits agree to {diff:.1e}")
+    print(f"{'implementation':<14} {'median step':>12} {'tokens/s':>10} {'GFLOP/s':>9} "
+          f"{'% of peak':>9}")
     for name, t in med.items():
         gf = flops / t / 1e9
         print(f"{name:<14} {t * 1e3:>10.1f}ms {tokens / t:>10,.0f} {gf:>9.1f} {gf / peak:>9.1%}")
     print(f"ratio minir1 / transformers: {med['transformers'] / med['minir1']:.2f}x  "
-          f"(fp32 matmul peak in this process: {peak:.0f} GFLOP/s; {flops / tokens / 1e6:.1f} MFLOP per token)")
-    print(f"floor at 100% of peak: {flops / peak / 1e6:.1f} ms per step = {tokens * peak * 1e9 / flops:,.0f} tokens/s "
+          f"(fp32 matmul peak in this process: {peak:.0f} GFLOP/s; "
+          f"{flops / tokens / 1e6:.1f} MFLOP per token)")
+    print(f"floor at 100% of peak: {flops / peak / 1e6:.1f} ms per step = "
+          f"{tokens * peak * 1e9 / flops:,.0f} tokens/s "
           f"= {med['transformers'] * peak * 1e9 / flops:.2f}x transformers")
     if args.breakdown:
         breakdown(steps["minir1"], med["transformers"])
 
 
 def breakdown(step, hf_seconds: float, n: int = 3) -> None:
-    """Where minir1's step time goes: matrix multiplies (mm/bmm/addmm/linear kernels) against the rest."""
+    """Where minir1's step time goes: matrix multiplies (mm/bmm/addmm/linear kernels) against the
+    rest."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -131,11 +144,13 @@ def breakdown(step, hf_seconds: float, n: int = 3) -> None:
             step()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) / n / 1e3
-    matmul = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::bmm", "aten::addmm")) / n / 1e3
+    matmul = sum(e.self_cpu_time_total for e in events
+                 if e.key in ("aten::mm", "aten::bmm", "aten::addmm")) / n / 1e3
     budget = hf_seconds * 1e3 / 3
-    print(f"minir1 step under the profiler: {total:.1f} ms of op time per step (each op's wall time), "
-          f"of which matrix multiplies {matmul:.1f} ms ({matmul / total:.0%}); a 3x-transformers step would have "
-          f"to finish in {budget:.1f} ms wall time")
+    print(f"minir1 step under the profiler: {total:.1f} ms of op time per step "
+          f"(each op's wall time), of which matrix multiplies {matmul:.1f} ms "
+          f"({matmul / total:.0%}); a 3x-transformers step would have to finish in "
+          f"{budget:.1f} ms wall time")
 
 
 if __name__ == "__main__":

@@ -13,21 +13,25 @@ def test_presets_are_valid(name):
 
 
 def test_official_field_names():
-    official = ("dim inter_dim moe_inter_dim n_layers n_dense_layers n_heads n_routed_experts n_shared_experts "
-                "n_activated_experts n_expert_groups n_limited_groups score_func route_scale q_lora_rank "
-                "kv_lora_rank qk_nope_head_dim qk_rope_head_dim v_head_dim original_seq_len rope_theta "
-                "rope_factor beta_fast beta_slow mscale vocab_size max_seq_len").split()
+    official = ("dim inter_dim moe_inter_dim n_layers n_dense_layers n_heads n_routed_experts "
+                "n_shared_experts n_activated_experts n_expert_groups n_limited_groups score_func "
+                "route_scale q_lora_rank kv_lora_rank qk_nope_head_dim qk_rope_head_dim v_head_dim "
+                "original_seq_len rope_theta rope_factor beta_fast beta_slow mscale vocab_size "
+                "max_seq_len").split()
     names = {f.name for f in dataclasses.fields(ModelConfig)}
     assert set(official) <= names
-    assert {"n_mtp_modules", "mtp_loss_weight", "balance_alpha", "bias_update_speed", "init_std", "norm_eps"} <= names
+    assert {"n_mtp_modules", "mtp_loss_weight", "balance_alpha", "bias_update_speed", "init_std",
+            "norm_eps"} <= names
 
 
 def test_v3_preset_matches_config_671B():
     cfg = ModelConfig.preset("v3")
     shape = (cfg.dim, cfg.n_layers, cfg.n_heads, cfg.n_routed_experts, cfg.n_activated_experts)
     assert shape == (7168, 61, 128, 256, 8)
-    assert (cfg.q_lora_rank, cfg.kv_lora_rank, cfg.route_scale, cfg.score_func) == (1536, 512, 2.5, "sigmoid")
-    # YaRN softmax scale: 192^-0.5 * (0.1 ln 40 + 1)^2 = 0.1352 (the official MLA's softmax_scale * mscale**2)
+    assert (cfg.q_lora_rank, cfg.kv_lora_rank, cfg.route_scale, cfg.score_func) == (
+        1536, 512, 2.5, "sigmoid")
+    # YaRN softmax scale: 192^-0.5 * (0.1 ln 40 + 1)^2 = 0.1352 (the official MLA's
+    # softmax_scale * mscale**2)
     assert cfg.softmax_scale == pytest.approx(0.1352, abs=1e-4)
 
 

@@ -1,4 +1,5 @@
-"""minir1 <-> transformers DeepseekV3ForCausalLM: the same logits both ways (max abs diff <= 1e-4, fp32)."""
+"""minir1 <-> transformers DeepseekV3ForCausalLM: the same logits both ways (max abs diff <= 1e-4,
+fp32)."""
 
 import json
 import warnings
@@ -11,13 +12,14 @@ from minir1 import hf as mhf
 
 transformers = pytest.importorskip("transformers")
 
-HF_KW = dict(vocab_size=96, hidden_size=64, intermediate_size=128, moe_intermediate_size=32, num_hidden_layers=3,
-             num_attention_heads=4, num_key_value_heads=4, n_routed_experts=8, n_shared_experts=1,
-             num_experts_per_tok=2, n_group=4, topk_group=2, first_k_dense_replace=1, q_lora_rank=32,
-             kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16, max_position_embeddings=64,
+HF_KW = dict(vocab_size=96, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+             num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4, n_routed_experts=8,
+             n_shared_experts=1, num_experts_per_tok=2, n_group=4, topk_group=2,
+             first_k_dense_replace=1, q_lora_rank=32, kv_lora_rank=16, qk_rope_head_dim=8,
+             qk_nope_head_dim=16, v_head_dim=16, max_position_embeddings=64,
              routed_scaling_factor=2.5)
-YARN = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32, "beta_fast": 32, "beta_slow": 1,
-        "mscale": 0.707, "mscale_all_dim": 0.707}
+YARN = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32, "beta_fast": 32,
+        "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707}
 
 
 def random_hf(**overrides):
@@ -54,8 +56,8 @@ def test_hf_to_minir1_same_logits(tmp_path, overrides):
 
 
 def test_minir1_to_hf_same_logits(tmp_path):
-    cfg = ModelConfig.preset("tiny", n_layers=3, max_seq_len=128, original_seq_len=64, rope_factor=4.0,
-                             route_scale=2.5, mscale=0.8, n_mtp_modules=1)
+    cfg = ModelConfig.preset("tiny", n_layers=3, max_seq_len=128, original_seq_len=64,
+                             rope_factor=4.0, route_scale=2.5, mscale=0.8, n_mtp_modules=1)
     ours = Transformer(cfg).eval()
     with torch.no_grad():
         for p in ours.parameters():
@@ -85,7 +87,8 @@ def test_hub_layout_keys(tmp_path):
     assert "model.layers.1.mlp.experts.3.gate_proj.weight" in keys
     assert "model.layers.1.mlp.gate.e_score_correction_bias" in keys
     assert "model.layers.0.self_attn.kv_a_proj_with_mqa.weight" in keys
-    assert "model.layers.2.eh_proj.weight" in keys and "model.layers.2.shared_head.norm.weight" in keys
+    assert "model.layers.2.eh_proj.weight" in keys
+    assert "model.layers.2.shared_head.norm.weight" in keys
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["num_nextn_predict_layers"] == 1 and config["model_type"] == "deepseek_v3"
 
@@ -93,7 +96,8 @@ def test_hub_layout_keys(tmp_path):
 def test_packed_transformers_state_dict_converts():
     hf = random_hf()
     cfg = mhf.config_from_hf(hf.config.to_dict(), n_mtp_modules=0)
-    sd = mhf.from_hf_state_dict(hf.state_dict(), cfg)  # live transformers 5 model: packed expert tensors
+    # live transformers 5 model: packed expert tensors
+    sd = mhf.from_hf_state_dict(hf.state_dict(), cfg)
     ours = Transformer(cfg).eval()
     ours.load_state_dict(sd)
     x = torch.randint(0, HF_KW["vocab_size"], (1, 20))
@@ -104,7 +108,8 @@ def test_packed_transformers_state_dict_converts():
 @pytest.mark.parametrize("key,value,match", [
     ("hidden_act", "gelu", "hidden_act"), ("attention_bias", True, "attention_bias"),
     ("scoring_func", "softmax", "scoring_func"), ("norm_topk_prob", False, "norm_topk_prob"),
-    ("num_key_value_heads", 2, "num_key_value_heads"), ("rope_interleave", False, "rope_interleave"),
+    ("num_key_value_heads", 2, "num_key_value_heads"),
+    ("rope_interleave", False, "rope_interleave"),
     ("rope_scaling", {"type": "linear", "factor": 2.0}, "rope_scaling"),
     ("rope_scaling", {**YARN, "mscale_all_dim": 1.0}, "rope_scaling"),
 ])

@@ -55,7 +55,8 @@ def imports_of(path: Path, modules: set[str], name: str | None = None) -> set[st
                                 + ([node.module] if node.module else []))
             if base.split(".")[0] != "minir1":
                 continue
-            for alias in node.names:  # `from minir1.viz import moe` imports the module minir1.viz.moe
+            # `from minir1.viz import moe` imports the module minir1.viz.moe
+            for alias in node.names:
                 sub = f"{base}.{alias.name}"
                 found.add(sub if sub in modules else base)
     return found
@@ -83,7 +84,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return [*path[path.index(nxt):], nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
@@ -151,8 +152,8 @@ def test_subpackages_resolve_from_the_top_level_without_slowing_the_import():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT).stdout.splitlines()
     assert out[0] == "[]"  # nothing beyond the model core is imported by `import minir1`
-    assert out[1].split() == ["minir1.hf", "minir1.fp8.quant", "minir1.rl.grpo", "minir1.data.rewards",
-                              "minir1.eval.sampled"]
+    assert out[1].split() == ["minir1.hf", "minir1.fp8.quant", "minir1.rl.grpo",
+                              "minir1.data.rewards", "minir1.eval.sampled"]
     assert "no_such_thing" in out[2]
 
 

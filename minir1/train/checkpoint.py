@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from minir1.config import ModelConfig
 from minir1.data.tokenizer import Tokenizer
 from minir1.model.transformer import Transformer
-from minir1.weights import CheckpointError, CheckpointFileMissing, read_safetensors
+from minir1.weights import CheckpointError, read_safetensors
 
 CHECKPOINT_FORMAT = 1
 
@@ -147,6 +147,5 @@ def load_rng_state(path: Path) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "CheckpointFileMissing", "check_compatible",
-           "load_model", "load_model_state", "load_optimizer_state", "load_rng_state",
-           "read_checkpoint_meta", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "check_compatible", "load_model", "load_model_state",
+           "load_optimizer_state", "load_rng_state", "read_checkpoint_meta", "save_checkpoint"]

@@ -224,7 +224,11 @@ class Trainer:
                 row = {"step": self.step, **metrics,
                        "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
                 if due_eval:
-                    row.update(self.eval_fn(self.model))
+                    checks = self.eval_fn(self.model)
+                    if clash := sorted(set(checks) & set(row)):  # silently overwriting would lie
+                        raise ValueError(f"Trainer: eval_fn returned {clash}, which the training "
+                                         "metrics already use; give its keys another name")
+                    row.update(checks)
                 self.log.append(row)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}")
                 window_tokens, window_start = 0, time.perf_counter()

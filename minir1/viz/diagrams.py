@@ -9,7 +9,10 @@ diagrams share one look and one place to change it.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 # the diagrams' two box fills: orange for where the data come from (a teacher, R1-Zero's own
@@ -69,4 +72,21 @@ def draw_arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], *
     return arrow
 
 
-__all__ = ["BOX_BLUE", "BOX_ORANGE", "draw_arrow", "draw_box"]
+def box_diagram(boxes: Mapping[str, tuple[float, float, str, str]], size: tuple[float, float],
+                figsize: tuple[float, float], xlim: tuple[float, float],
+                ylim: tuple[float, float], orange: Collection[str] = (), title_dy: float = 0.0,
+                note_dy: float = 0.0) -> tuple[Figure, Axes]:
+    """A figure with one box per entry of ``boxes`` (key: (x, y, title, note)), all of ``size``;
+    the keys in ``orange`` are filled orange (where the data come from), the rest blue. Returns the
+    figure and its axes, for the caller's arrows."""
+    fig = Figure(figsize=figsize)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set(xlim=xlim, ylim=ylim)
+    ax.set_axis_off()
+    for key, (x, y, title, note) in boxes.items():
+        draw_box(ax, (x, y), size, title, note, title_dy=title_dy, note_dy=note_dy,
+                 facecolor=BOX_ORANGE if key in orange else BOX_BLUE)
+    return fig, ax
+
+
+__all__ = ["BOX_BLUE", "BOX_ORANGE", "box_diagram", "draw_arrow", "draw_box"]

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 from matplotlib.figure import Figure
 
-from minir1.viz.diagrams import BOX_BLUE, BOX_ORANGE, draw_arrow, draw_box
+from minir1.data.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+from minir1.viz.diagrams import box_diagram, draw_arrow
 
 TEACHER_BAR, STUDENT_BAR = "#e67e22", "#2e86c1"  # bar colours: teachers orange, students blue
 
@@ -28,7 +29,8 @@ R1_SIZES: dict[str, tuple[float, str]] = {
 }
 
 # short names of the tags in token labels; "" is what the <eos> token decodes to
-_SHORT = {"<think>": "<t>", "</think>": "</t>", "<answer>": "<a>", "</answer>": "</a>", "": "eos"}
+_SHORT = {THINK_OPEN: "<t>", THINK_CLOSE: "</t>", ANSWER_OPEN: "<a>", ANSWER_CLOSE: "</a>",
+          "": "eos"}
 
 
 class _Codec(Protocol):  # what ``token_labels`` needs of a tokenizer (minir1's ``Tokenizer``)
@@ -50,14 +52,9 @@ def render_paths() -> Figure:
         "distilled": (3, 1, "student distilled", "SFT on the traces\n(R1: 800k samples, 2-3 ep.)"),
         "rl": (3, 0, "student RL-only", "GRPO, rule rewards\n(R1: >10k steps on 32B)"),
     }
-    fig = Figure(figsize=(10, 3.4))
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set(xlim=(-0.6, 3.6), ylim=(-0.55, 1.45))
-    ax.set_axis_off()
     w, h = 0.98, 0.62
-    for key, (x, y, title, what) in boxes.items():
-        draw_box(ax, (x, y), (w, h), title, what, title_dy=0.14, note_dy=-0.12,
-                 facecolor=BOX_ORANGE if key in ("teacher", "traces") else BOX_BLUE)
+    fig, ax = box_diagram(boxes, (w, h), (10, 3.4), (-0.6, 3.6), (-0.55, 1.45),
+                          orange=("teacher", "traces"), title_dy=0.14, note_dy=-0.12)
 
     def arrow(a: str, b: str, label: str, dy: float = 0.0) -> None:
         (xa, ya), (xb, yb) = boxes[a][:2], boxes[b][:2]
@@ -203,7 +200,7 @@ def render_answers(problems: Sequence[Any], results: Mapping[str, Sequence[Any]]
 
     ``problems`` have ``question``, ``answer``, ``task`` and ``level``; ``results`` maps a model's
     name to one result per problem, in the same order, with ``completion`` and ``correct`` (the
-    ``EvalResult`` rows of ``minir1.train.evaluate.evaluate``).
+    ``EvalResult`` rows of ``minir1.eval.greedy.evaluate``).
     """
     if not problems:
         raise ValueError("render_answers: no problems")

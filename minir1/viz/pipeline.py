@@ -16,7 +16,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from minir1.viz.diagrams import BOX_BLUE, BOX_ORANGE, draw_arrow, draw_box
+from minir1.viz.diagrams import box_diagram, draw_arrow
 
 
 def render_pipeline() -> Figure:
@@ -34,14 +34,9 @@ def render_pipeline() -> Figure:
         "dev3": (3, 0, "Dev3: rejection\nsampling + SFT", "correct, readable\nDev2 samples"),
         "r1": (4, 0, "R1: final RL", "GRPO from Dev3"),
     }
-    fig = Figure(figsize=(11, 3.6))
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set(xlim=(-0.5, 4.5), ylim=(-0.8, 1.35))
-    ax.set_axis_off()
     w, h = 0.8, 0.56
-    for key, (x, y, title, what) in boxes.items():
-        draw_box(ax, (x, y), (w, h), title, what, title_dy=0.1, note_dy=-0.15,
-                 facecolor=BOX_ORANGE if key == "zero" else BOX_BLUE)
+    fig, ax = box_diagram(boxes, (w, h), (11, 3.6), (-0.5, 4.5), (-0.8, 1.35), orange=("zero",),
+                          title_dy=0.1, note_dy=-0.15)
     for a, b in (("dev1", "dev2"), ("dev2", "dev3"), ("dev3", "r1"), ("base", "dev1")):
         draw_arrow(ax, (boxes[a][0] + w / 2, 0), (boxes[b][0] - w / 2, 0))
     draw_arrow(ax, (0, h / 2), (2 - w / 2, 1))  # base -> R1-Zero

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from minir1.data.rewards import accuracy_reward, format_reward
+from minir1.data.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 
 Reward = Callable[[str, int | str], float]
 
@@ -119,7 +120,7 @@ def _cell(i: int, j: int, color: str) -> Rectangle:
 ROLE_COLORS = {"prompt": "#e8e8e8", "question": "#9ecae1", "tag": "#c5b0d5",
                "reasoning": "#fdd0a2", "answer": "#a1d99b", "outside": "#fc9272",
                "control": "#ffffff"}
-_TAG_STATE = {"<think>": "reasoning", "</think>": None, "<answer>": "answer", "</answer>": None}
+_TAG_STATE = {THINK_OPEN: "reasoning", THINK_CLOSE: None, ANSWER_OPEN: "answer", ANSWER_CLOSE: None}
 
 
 def token_roles(tokenizer, prompt: str, completion: str, question: str | None = None,

@@ -1,0 +1,99 @@
+"""The training loop: schedule, logs, periodic evaluation, bit-exact resume, NaN stop."""
+
+import json
+
+import pytest
+import torch
+
+from minir1.train.loop import TrainConfig, Trainer, lr_at
+from tests.conftest import TOK, small_model, stream
+from tests.train.conftest import cfg
+
+
+def test_periodic_evaluation_rows(tmp_path):
+    calls = []
+
+    def check(model):
+        calls.append(model.training)
+        return {"val_loss": 1.0}
+
+    c = TrainConfig(steps=7, batch_size=4, seq_len=48, lr=3e-3, warmup_steps=2, log_every=5,
+                    eval_every=3)
+    trainer = Trainer(small_model(), stream(), c, out_dir=tmp_path, tokenizer=TOK, eval_fn=check,
+                      progress=False)
+    history = trainer.fit()
+    # rows at the log steps (5, 7) and the eval steps (3, 6), evaluated at 3, 6 and the last step
+    assert [r["step"] for r in history] == [3, 5, 6, 7]
+    assert [r["step"] for r in history if "val_loss" in r] == [3, 6, 7] and len(calls) == 3
+    assert "val_loss" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_lr_schedule():
+    c = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, c) == pytest.approx(0.1) and lr_at(9, c) == pytest.approx(1.0)
+    assert lr_at(10, c) == pytest.approx(1.0)
+    assert lr_at(55, c) == pytest.approx(0.55)  # halfway through the cosine
+    assert lr_at(100, c) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+
+
+def test_training_reduces_loss_and_logs(tmp_path):
+    trainer = Trainer(small_model(), stream(), cfg(steps=30), out_dir=tmp_path, tokenizer=TOK,
+                      progress=False)
+    history = trainer.fit()
+    assert history[-1]["loss"] < history[0]["loss"] - 0.5
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 30
+    assert {"lm_loss", "mtp_loss", "balance_loss", "lr", "grad_norm", "maxvio"} <= set(rows[0])
+    assert (tmp_path / "metrics.csv").read_text().startswith("step,loss")
+
+
+def test_resume_is_bit_exact(tmp_path):
+    straight = Trainer(small_model(), stream(), cfg(steps=6), out_dir=tmp_path / "a", tokenizer=TOK,
+                       progress=False)
+    straight.fit()
+    first = Trainer(small_model(), stream(), cfg(steps=3), out_dir=tmp_path / "b", tokenizer=TOK,
+                    progress=False)
+    first.fit()
+    resumed = Trainer(small_model(seed=99), stream(), cfg(steps=6), out_dir=tmp_path / "b",
+                      tokenizer=TOK, progress=False)
+    resumed.fit(resume=True)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    for (name, a), b in zip(straight.model.state_dict().items(),
+                            resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path):
+    trainer = Trainer(small_model(), stream(), cfg(steps=4, ckpt_every=2), out_dir=tmp_path,
+                      tokenizer=TOK, progress=False)
+    trainer.cfg.steps = 2
+    trainer.fit()
+    saved = (tmp_path / "checkpoint" / "model.safetensors").read_bytes()
+    trainer.cfg.steps = 4
+    with torch.no_grad():
+        trainer.model.layers[0].attn.wo.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"step 2.*last good checkpoint"):
+        trainer.fit(resume=False)
+    assert (tmp_path / "checkpoint" / "model.safetensors").read_bytes() == saved
+
+
+def test_eval_keys_that_collide_with_training_metrics_are_refused():
+    c = TrainConfig(steps=1, batch_size=4, seq_len=48, warmup_steps=0, eval_every=1)
+    trainer = Trainer(small_model(), stream(), c, eval_fn=lambda m: {"lm_loss": 0.0},
+                      progress=False)
+    with pytest.raises(ValueError, match=r"\['lm_loss'\].*another name"):
+        trainer.fit()
+
+
+def test_the_loop_trains_in_memory_without_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = TrainConfig(steps=3, batch_size=4, seq_len=48, warmup_steps=1, log_every=1)
+    trainer = Trainer(small_model(), stream(), c, progress=False)
+    history = trainer.fit()
+    assert [r["step"] for r in history] == [1, 2, 3] and list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="no out_dir"):
+        trainer.save()
+    with pytest.raises(ValueError, match="out_dir needs the tokenizer"):
+        Trainer(small_model(), stream(), c, out_dir=tmp_path / "run")

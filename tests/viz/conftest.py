@@ -1,0 +1,3 @@
+import matplotlib
+
+matplotlib.use("Agg")  # headless: every figure renders without a display

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 
 from minir1 import profile
-from minir1.viz import in_notebook
+from minir1.viz import in_notebook, show
 
 
 def render_curves(history: Sequence[dict[str, float]], keys: Sequence[str] = ("loss",),
@@ -61,6 +61,4 @@ class LivePlot:
         if self._handle is not None:
             self._draw()
             return
-        from minir1.viz import show
-
         show(render_curves(self.history, self.keys, title=self.title))

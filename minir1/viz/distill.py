@@ -106,16 +106,21 @@ def token_labels(tok: _Codec, completion: str) -> list[str]:
     return [_SHORT.get(t, t) for t in (tok.decode([i]) for i in tok.encode(completion, eos=True))]
 
 
+def _check_aligned(fn: str, per_model: Mapping[str, Sequence[Any]], n: int, items: str,
+                   of: str) -> None:
+    """Every model's sequence must hold one entry per label / problem (``n``)."""
+    for name, values in per_model.items():
+        if len(values) != n:
+            raise ValueError(f"{fn}: {name!r} has {len(values)} {items} for {n} {of}")
+
+
 def render_token_nll(labels: Sequence[str], nlls: Mapping[str, Sequence[float]],
                      title: str = "") -> Figure:
     """One bar per completion token and model: -log p of the trace's token (nats), models side by
     side at each token. ``nlls`` maps a model's name to one value per label."""
     if not nlls:
         raise ValueError("render_token_nll: no model's values to draw")
-    for name, values in nlls.items():
-        if len(values) != len(labels):
-            raise ValueError(f"render_token_nll: {name!r} has {len(values)} values for "
-                             f"{len(labels)} token labels")
+    _check_aligned("render_token_nll", nlls, len(labels), "values", "token labels")
     fig = Figure(figsize=(11, 3.0))
     ax = fig.subplots()
     width = 0.8 / len(nlls)
@@ -204,10 +209,7 @@ def render_answers(problems: Sequence[Any], results: Mapping[str, Sequence[Any]]
     """
     if not problems:
         raise ValueError("render_answers: no problems")
-    for name, rows in results.items():
-        if len(rows) != len(problems):
-            raise ValueError(f"render_answers: {name!r} has {len(rows)} results for "
-                             f"{len(problems)} problems")
+    _check_aligned("render_answers", results, len(problems), "results", "problems")
     chosen = [i for i, q in enumerate(problems) if q.task == task] or list(range(len(problems)))
     i = chosen[index % len(chosen)]
     q = problems[i]

@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # CI installs the CPU wheel first; on your own machine override, e.g. `make demo TORCH_SPEC=torch`.
 TORCH_SPEC ?= torch==2.13.0
-NB_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300 --dist loadfile -p no:cacheprovider
+NB_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300 --dist loadfile -p no:cacheprovider \
+  --durations=12
 
 .PHONY: venv demo demo-fast test unit nbtest lab bench notebooks lint clean ship-base
 
@@ -29,7 +30,7 @@ test: unit nbtest
 
 unit: venv
 	$(PY) -m ruff check minir1 tests benchmarks
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup tests
 
 nbtest: venv
 	MINIR1_PROFILE=ci OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 $(NB_FLAGS) notebooks

@@ -3,7 +3,7 @@ the real thing.
 
 The layers, each importing only from the ones before it: config (``config``, ``profile``,
 ``utils``, ``weights``) -> model (``model``, ``fp8``, ``hf``) -> ``data`` -> ``infer`` -> ``eval``
--> ``train`` -> ``rl`` -> ``viz`` -> cli (``cli``, ``demo``).
+-> ``dist`` (torch.distributed) -> ``train`` -> ``rl`` -> ``viz`` -> cli (``cli``, ``demo``).
 Every subpackage is reachable from here without importing it first (``minir1.hf.from_pretrained``):
 it is imported on first use, so ``import minir1`` stays cheap.
 """
@@ -20,8 +20,8 @@ from minir1.utils import show_source
 __version__ = "0.1.0"
 
 # imported on first attribute access (PEP 562), so that `import minir1` does not import them all
-SUBMODULES = ("cli", "config", "data", "demo", "eval", "fp8", "hf", "infer", "model", "profile",
-              "rl", "train", "utils", "viz", "weights")
+SUBMODULES = ("cli", "config", "data", "demo", "dist", "eval", "fp8", "hf", "infer", "model",
+              "profile", "rl", "train", "utils", "viz", "weights")
 
 
 def __getattr__(name: str) -> Any:

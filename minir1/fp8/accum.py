@@ -30,6 +30,12 @@ import math
 import numba
 import numpy as np
 
+# numba's default OpenMP pool keeps its threads spinning after a parallel loop; beside torch on a
+# loaded 2-core machine that doubled, and under the test suite's two workers made ~10x slower, the
+# FP8 training that lesson 06 runs next. The workqueue pool sleeps when idle (and was faster here).
+# It must be chosen before the first parallel loop runs, hence at import.
+numba.config.THREADING_LAYER = "workqueue"
+
 
 @numba.njit(cache=True, inline="always")
 def _align_and_sum(acc: float, terms: np.ndarray, n: int, acc_bits: int) -> float:

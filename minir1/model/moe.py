@@ -16,10 +16,13 @@ h' = u + sum_i FFN^(s)_i(u) + sum_i g_{i,t} FFN^(r)_i(u)                       (
   computed per sequence, on request.
 * No token is ever dropped: every token reaches its K_r experts.
 
-Dispatch is written as three steps so an expert-parallel all-to-all can later sit between them:
-``permute`` (sort the N*K_r token copies by expert) -> ``expert compute`` (each expert once, on its
-contiguous slice; an idle expert costs nothing) -> ``unpermute`` (restore token order and take the
-gate-weighted sum). At inference, a handful of tokens (a decoding step) through small experts goes
+Dispatch is written as three steps so that expert parallelism's all-to-all sits between them:
+``permute`` (sort the N*K_r token copies by expert) -> ``RoutedExperts`` (each expert once, on its
+contiguous slice) -> ``unpermute`` (restore token order and take the gate-weighted sum).
+``minir1.dist.expert_parallel`` swaps ``RoutedExperts`` for a container of one rank's experts that
+sends each slice to the rank owning its expert and brings the results back.
+
+At inference, a handful of tokens (a decoding step) through small experts goes
 another way, to the same sum: every expert on every token, the unchosen ones weighted 0
 (``MoE.all_experts``): two matmuls instead of a call per expert, which on a CPU costs far more in
 overhead than in arithmetic.
@@ -138,6 +141,26 @@ def unpermute(y_sorted: torch.Tensor, order: torch.Tensor, weights: torch.Tensor
     return out.index_add_(0, order // K, y_sorted * w_sorted.unsqueeze(-1))
 
 
+class RoutedExperts(nn.ModuleList):
+    """The N_r routed experts FFN^(r)_i, run on tokens already sorted by expert (``permute``).
+
+    A list, so the parameters are named ``experts.{i}.w1.weight`` etc. by global expert index, as in
+    the official checkpoints.
+    """
+
+    def forward(self, x_sorted: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Run expert e on rows ``counts[:e].sum() : counts[:e+1].sum()`` of ``x_sorted``.
+
+        An expert that got no tokens is skipped, so its parameters get no gradient and the
+        optimiser leaves them alone this step (AdamW would still decay a zero gradient's moments
+        and weights). Under expert parallelism every local expert runs, even on zero rows (see
+        ``minir1.dist.expert_parallel``).
+        """
+        chunks = x_sorted.split(counts.tolist())
+        return torch.cat([expert(c) if c.shape[0] else c
+                          for expert, c in zip(self, chunks, strict=True)])
+
+
 class MoE(nn.Module):
     """Routed experts (with the gate) plus always-active shared experts."""
 
@@ -146,7 +169,7 @@ class MoE(nn.Module):
         self.n_routed_experts = cfg.n_routed_experts
         self.topk = cfg.n_activated_experts
         self.gate = Gate(cfg)
-        self.experts = nn.ModuleList(MLP(cfg.dim, cfg.moe_inter_dim)
+        self.experts = RoutedExperts(MLP(cfg.dim, cfg.moe_inter_dim)
                                      for _ in range(cfg.n_routed_experts))
         self.shared_experts = (MLP(cfg.dim, cfg.n_shared_experts * cfg.moe_inter_dim)
                                if cfg.n_shared_experts else None)
@@ -177,16 +200,10 @@ class MoE(nn.Module):
         x_sorted, order, counts = permute(u, indices, self.n_routed_experts)
         if self.training:  # what the aux-loss-free bias update balances (``update_bias``)
             self.load += counts.to(self.load.dtype)
-        out = unpermute(self.expert_compute(x_sorted, counts), order, weights)
+        out = unpermute(self.experts(x_sorted, counts), order, weights)
         if self.shared_experts is not None:
             out = out + self.shared_experts(u)
         return out
-
-    def expert_compute(self, x_sorted: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """Run each expert once on its contiguous slice of the sorted tokens."""
-        chunks = x_sorted.split(counts.tolist())
-        outs = [self.experts[e](c) if c.shape[0] else c for e, c in enumerate(chunks)]
-        return torch.cat(outs)
 
     @torch.no_grad()
     def update_bias(self, speed: float) -> torch.Tensor:

@@ -1,0 +1,12 @@
+"""Scaling out with torch.distributed (imports only from the layers below: config, model, data,
+infer, eval):
+
+- ``mesh``: the ranks of a torchrun launch, the layout of data and expert parallelism over them
+  (``ParallelLayout``, with the rules a layout must meet) and its process groups
+- ``expert_parallel``: the routed experts spread over ranks, an all-to-all each way between the
+  MoE's permute and unpermute (V3 §3.2.2)
+"""
+
+from minir1.utils import lazy_submodules
+
+__getattr__, __dir__ = lazy_submodules(__name__, ("expert_parallel", "mesh"))

@@ -1,0 +1,127 @@
+"""Expert parallelism: each rank holds some of the routed experts, and tokens travel to them
+(V3 §3.2.2).
+
+The MoE already computes in three steps, ``permute`` -> ``RoutedExperts`` -> ``unpermute``.
+``ExpertParallel`` takes the middle step's place on every rank of an expert-parallel (EP) group of
+``ep`` ranks; rank ``p`` holds experts ``p * L ... (p + 1) * L - 1`` with ``L = N_r / ep``:
+
+1. **counts all-to-all**: every rank tells every other how many of its sorted token copies go to
+   each of that rank's experts (``x_sorted`` is ordered by global expert, so the copies for rank
+   ``p`` are one contiguous slice);
+2. **dispatch all-to-all**: the slices themselves; what arrives is rank-major
+   (source 0's copies for each local expert, then source 1's, ...);
+3. the local experts, each once on all the copies it received (expert-major), and back;
+4. **combine all-to-all**: the results return to the ranks the tokens came from, in ``x_sorted``'s
+   order, so ``unpermute`` weights and sums them exactly as in one process.
+
+Both token all-to-alls are differentiable (``AllToAll``): the backward of sending rows by splits is
+sending their gradients back by the swapped splits. Every rank calls every collective each step,
+even with nothing to send, and every local expert runs even on zero rows, so no rank waits for a
+collective another skipped and every expert has a gradient.
+
+Stored under their global indices (``experts.{i}.w1.weight``), one rank's experts are its slice of
+the single-process state dict: the checkpoints of all ranks together hold every expert once per
+replica, and a single process loads them unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from minir1.model.moe import MoE, RoutedExperts
+
+
+class AllToAll(torch.autograd.Function):
+    """``all_to_all_single`` with uneven splits, differentiable: backward sends the gradients back.
+
+    ``x``'s first ``send[p]`` rows go to rank ``p`` of ``group``; the result stacks the
+    ``recv[p]`` rows from each rank ``p``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, recv: list[int], send: list[int],  # type: ignore[override]
+                group: dist.ProcessGroup | None) -> torch.Tensor:
+        ctx.recv, ctx.send, ctx.group = recv, send, group
+        return _all_to_all(x, recv, send, group)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor,  # type: ignore[override]
+                 ) -> tuple[torch.Tensor, None, None, None]:
+        return _all_to_all(grad, ctx.send, ctx.recv, ctx.group), None, None, None
+
+
+def _all_to_all(x: torch.Tensor, recv: list[int], send: list[int],
+                group: dist.ProcessGroup | None) -> torch.Tensor:
+    out = x.new_empty(sum(recv), *x.shape[1:])
+    dist.all_to_all_single(out, x.contiguous(), recv, send, group=group)
+    return out
+
+
+class ExpertParallel(nn.ModuleDict):
+    """One rank's share of a MoE's ``RoutedExperts``, under their global indices, and the
+    all-to-alls that bring every rank's token copies to them and the results back."""
+
+    def __init__(self, experts: RoutedExperts, group: dist.ProcessGroup | None = None) -> None:
+        ep, rank = dist.get_world_size(group), dist.get_rank(group)
+        n = len(experts)
+        if n % ep:
+            raise ValueError(f"ep={ep} must divide n_routed_experts={n}: each rank of an "
+                             "expert-parallel group holds the same number of experts")
+        per_rank = n // ep
+        local = range(rank * per_rank, (rank + 1) * per_rank)
+        super().__init__({str(i): experts[i] for i in local})
+        self.n_experts, self.ep, self.group = n, ep, group
+        self.first = local.start  # global index of this rank's first expert
+
+    def forward(self, x_sorted: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Same contract as ``RoutedExperts.forward``: rows sorted by global expert, ``counts``
+        (n_routed_experts,) of this rank's rows -> each row through its expert, same order."""
+        ep, per_rank = self.ep, len(self)
+        # 1. counts[p * L + l] rows go to expert l of rank p; received[q * L + l] come from rank q
+        received = torch.empty_like(counts)
+        dist.all_to_all_single(received, counts.contiguous(), group=self.group)
+        # the split sizes must be Python ints: on a GPU this is a device-to-host sync
+        send = counts.view(ep, per_rank).sum(1).tolist()
+        by_source = received.view(ep, per_rank)  # [source rank, local expert]
+        recv = by_source.sum(1).tolist()
+        # 2. dispatch: the copies to the ranks that hold their experts (arrive rank-major)
+        x_recv = AllToAll.apply(x_sorted, recv, send, self.group)
+        # 3. each local expert once on everything it received, results back in rank-major order
+        y_recv = self._local_experts(x_recv, by_source.flatten().tolist())
+        # 4. combine: the results back to where their tokens came from
+        return AllToAll.apply(y_recv, send, recv, self.group)
+
+    def _local_experts(self, x_recv: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        ep, per_rank = self.ep, len(self)
+        chunks = x_recv.split(sizes)  # (source, expert) order
+        out: list[torch.Tensor] = [x_recv[:0]] * len(chunks)
+        for local, expert in enumerate(self.values()):
+            mine = [chunks[src * per_rank + local] for src in range(ep)]
+            y = expert(torch.cat(mine))  # also on zero rows: the expert stays in the graph
+            for src, part in enumerate(y.split([c.shape[0] for c in mine])):
+                out[src * per_rank + local] = part
+        return torch.cat(out)
+
+    def extra_repr(self) -> str:
+        return (f"experts {self.first}..{self.first + len(self) - 1} of {self.n_experts}, "
+                f"ep={self.ep}")
+
+
+def moe_layers(model: nn.Module) -> list[MoE]:
+    """Every MoE of ``model`` (main layers and MTP modules), in module order."""
+    return [m for m in model.modules() if isinstance(m, MoE)]
+
+
+def apply_expert_parallel(model: nn.Module, group: dist.ProcessGroup | None = None) -> nn.Module:
+    """Keep only this rank's experts in every MoE of ``model`` (in place), dispatched over
+    ``group``; the model must hold every expert (same weights on every rank) when called."""
+    for moe in moe_layers(model):
+        if not isinstance(moe.experts, RoutedExperts):
+            raise TypeError(f"apply_expert_parallel: experts already parallel ({moe.experts!r})")
+        moe.experts = ExpertParallel(moe.experts, group)
+    return model
+
+
+__all__ = ["AllToAll", "ExpertParallel", "apply_expert_parallel", "moe_layers"]

@@ -19,12 +19,20 @@ sending their gradients back by the swapped splits. Every rank calls every colle
 even with nothing to send, and every local expert runs even on zero rows, so no rank waits for a
 collective another skipped and every expert has a gradient.
 
+Node-limited routing (V3 §2.1.2) is simulated by letting the gate's expert groups play nodes:
+with ``ep`` ranks and ``n_expert_groups`` groups, a "node" is ``ep / n_expert_groups`` consecutive
+ranks (or a single rank, when each rank holds whole groups). ``ExpertParallel.traffic`` counts the
+rows each dispatch sends to itself, within its node and across nodes: what NVLink and InfiniBand
+would carry (the combine sends the same rows back).
+
 Stored under their global indices (``experts.{i}.w1.weight``), one rank's experts are its slice of
 the single-process state dict: the checkpoints of all ranks together hold every expert once per
 replica, and a single process loads them unchanged.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -59,11 +67,36 @@ def _all_to_all(x: torch.Tensor, recv: list[int], send: list[int],
     return out
 
 
+@dataclass
+class Traffic:
+    """Token copies one rank's dispatch all-to-alls sent, by where they went (rows of ``dim``
+    values; ``bytes`` at ``row_bytes`` each). The combine returns the same rows."""
+
+    local: int = 0  # to its own experts: no wire
+    node: int = 0  # to another rank of its simulated node (NVLink on V3's cluster)
+    cross: int = 0  # to a rank of another node (InfiniBand)
+    row_bytes: int = 0
+
+    def add(self, send: list[int], rank: int, ranks_per_node: int, row_bytes: int) -> None:
+        for dst, rows in enumerate(send):
+            if dst == rank:
+                self.local += rows
+            elif dst // ranks_per_node == rank // ranks_per_node:
+                self.node += rows
+            else:
+                self.cross += rows
+        self.row_bytes = row_bytes
+
+    def bytes(self, where: str) -> int:
+        return getattr(self, where) * self.row_bytes
+
+
 class ExpertParallel(nn.ModuleDict):
     """One rank's share of a MoE's ``RoutedExperts``, under their global indices, and the
     all-to-alls that bring every rank's token copies to them and the results back."""
 
-    def __init__(self, experts: RoutedExperts, group: dist.ProcessGroup | None = None) -> None:
+    def __init__(self, experts: RoutedExperts, group: dist.ProcessGroup | None = None,
+                 ranks_per_node: int = 1) -> None:
         ep, rank = dist.get_world_size(group), dist.get_rank(group)
         n = len(experts)
         if n % ep:
@@ -74,6 +107,8 @@ class ExpertParallel(nn.ModuleDict):
         super().__init__({str(i): experts[i] for i in local})
         self.n_experts, self.ep, self.group = n, ep, group
         self.first = local.start  # global index of this rank's first expert
+        self.rank, self.ranks_per_node = rank, ranks_per_node
+        self.traffic = Traffic()  # accumulated over forwards until reset (``Traffic()``)
 
     def forward(self, x_sorted: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """Same contract as ``RoutedExperts.forward``: rows sorted by global expert, ``counts``
@@ -86,6 +121,8 @@ class ExpertParallel(nn.ModuleDict):
         send = counts.view(ep, per_rank).sum(1).tolist()
         by_source = received.view(ep, per_rank)  # [source rank, local expert]
         recv = by_source.sum(1).tolist()
+        self.traffic.add(send, self.rank, self.ranks_per_node,
+                         x_sorted.shape[1] * x_sorted.element_size())
         # 2. dispatch: the copies to the ranks that hold their experts (arrive rank-major)
         x_recv = AllToAll.apply(x_sorted, recv, send, self.group)
         # 3. each local expert once on everything it received, results back in rank-major order
@@ -117,11 +154,18 @@ def moe_layers(model: nn.Module) -> list[MoE]:
 def apply_expert_parallel(model: nn.Module, group: dist.ProcessGroup | None = None) -> nn.Module:
     """Keep only this rank's experts in every MoE of ``model`` (in place), dispatched over
     ``group``; the model must hold every expert (same weights on every rank) when called."""
+    ep = dist.get_world_size(group)
     for moe in moe_layers(model):
         if not isinstance(moe.experts, RoutedExperts):
             raise TypeError(f"apply_expert_parallel: experts already parallel ({moe.experts!r})")
-        moe.experts = ExpertParallel(moe.experts, group)
+        moe.experts = ExpertParallel(moe.experts, group, ranks_per_node(ep, moe.gate.n_groups))
     return model
 
 
-__all__ = ["AllToAll", "ExpertParallel", "apply_expert_parallel", "moe_layers"]
+def ranks_per_node(ep: int, n_expert_groups: int) -> int:
+    """Ranks of one simulated node: the ranks holding one expert group (at least one rank)."""
+    return max(1, ep // max(1, n_expert_groups))
+
+
+__all__ = ["AllToAll", "ExpertParallel", "Traffic", "apply_expert_parallel", "moe_layers",
+           "ranks_per_node"]

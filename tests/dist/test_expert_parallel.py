@@ -11,7 +11,12 @@ import torch.distributed as dist
 from torch import nn
 
 from minir1.config import ModelConfig
-from minir1.dist.expert_parallel import AllToAll, ExpertParallel, apply_expert_parallel
+from minir1.dist.expert_parallel import (
+    AllToAll,
+    ExpertParallel,
+    apply_expert_parallel,
+    ranks_per_node,
+)
 from minir1.dist.mesh import ParallelLayout, build_mesh
 from minir1.model.moe import MoE, RoutedExperts, permute, unpermute
 from tests.dist.harness import run
@@ -117,13 +122,41 @@ def moe_parity_rank(rank: int, world: int, silence_last_rank: bool, ep: int | No
     }
 
 
+def traffic_rank(rank: int, world: int) -> dict:
+    """Rows each dispatch sends to itself, its simulated node and other nodes, against the routing,
+    for 2 groups (nodes of 2 ranks, M = 1) and 4 groups (a node per rank, M = 2)."""
+    found = {}
+    for groups, limit in ((2, 1), (4, 2)):
+        cfg = moe_cfg(n_expert_groups=groups, n_limited_groups=limit)
+        torch.manual_seed(0)
+        moe = MoE(cfg).train()
+        with torch.no_grad():
+            moe.gate.bias.normal_(std=0.05)
+        apply_expert_parallel(moe)
+        x = torch.randn(N_TOKENS // 4, 4, cfg.dim, generator=torch.Generator().manual_seed(rank))
+        moe(x)
+        _, idx, _ = moe.gate(x.flatten(0, 1))
+        per_node = ranks_per_node(world, groups)
+        dst = idx // (cfg.n_routed_experts // world)
+        t = moe.experts.traffic
+        found[groups] = {
+            "counted": (t.local, t.node, t.cross),
+            "expected": (int((dst == rank).sum()),
+                         int(((dst != rank) & (dst // per_node == rank // per_node)).sum()),
+                         int((dst // per_node != rank // per_node).sum())),
+            "nodes_per_token": max(len(set(row)) for row in (dst // per_node).tolist()),
+            "bytes": t.bytes("cross"), "row_bytes": cfg.dim * 4}
+    return found
+
+
 def all_checks(rank: int, world: int) -> dict:
     """One launch per world size runs every check (starting processes costs seconds each)."""
     return {"all_to_all": all_to_all_rank(rank, world) if world > 1 else None,
             "identity": {route: identity_rank(rank, world, route)
                          for route in ("first-rank", "random")},
             "parity": moe_parity_rank(rank, world, silence_last_rank=world > 1),
-            "mesh": moe_parity_rank(rank, world, False, ep=2) if world == 4 else None}
+            "mesh": moe_parity_rank(rank, world, False, ep=2) if world == 4 else None,
+            "traffic": traffic_rank(rank, world) if world == 4 else None}
 
 
 @functools.cache
@@ -196,6 +229,21 @@ def test_moe_layer_parity_on_a_2d_mesh():
         for name, g in r["shared"][0].items():
             assert_close_normwise(g, r["shared"][1][name])
         assert torch.equal(*r["load"])
+
+
+def test_traffic_by_simulated_node():
+    """Node-limited routing, simulated: the rows counted to the rank itself, within its node and
+    across nodes match the routing, and no token reaches more than M nodes (but some reach M)."""
+    results = launch(4)
+    for ranks in results:
+        for groups, limit in ((2, 1), (4, 2)):
+            r = ranks["traffic"][groups]
+            assert r["counted"] == r["expected"]
+            assert r["nodes_per_token"] <= limit
+            assert r["bytes"] == r["counted"][2] * r["row_bytes"]
+    assert max(ranks["traffic"][4]["nodes_per_token"] for ranks in results) == 2
+    # nodes of two ranks: some copies stay on the node, some cross it
+    assert all(min(ranks["traffic"][2]["counted"][1:]) > 0 for ranks in results)
 
 
 def test_layout_rules_name_the_field():

@@ -5,8 +5,10 @@ infer, eval):
   (``ParallelLayout``, with the rules a layout must meet) and its process groups
 - ``expert_parallel``: the routed experts spread over ranks, an all-to-all each way between the
   MoE's permute and unpermute (V3 §3.2.2)
+- ``data_parallel``: FSDP2 over every rank for the replicated parameters, and the experts'
+  gradient reduction beside it
 """
 
 from minir1.utils import lazy_submodules
 
-__getattr__, __dir__ = lazy_submodules(__name__, ("expert_parallel", "mesh"))
+__getattr__, __dir__ = lazy_submodules(__name__, ("data_parallel", "expert_parallel", "mesh"))

@@ -1,0 +1,87 @@
+"""Data parallelism with FSDP2, beside expert parallelism (V3 §3.2; torch's ``fully_shard``).
+
+Every rank takes ``1 / world`` of the global batch. ``apply_data_parallel`` shards each block, each
+MTP module and the rest of the model over all ranks with FSDP2: parameters are stored as 1/world
+shards, gathered for a module's forward and backward, and the gradients reduce-scattered, averaged
+over the ranks. That is full sharding (ZeRO-3 in the ZeRO paper's terms). DeepSeek-V3 shards only
+the optimiser state over data-parallel ranks (ZeRO-1, §3.2) and keeps whole weights on every GPU,
+since its 16-way pipeline already divides them; here there is no pipeline, so torch's default,
+which also divides the weights, is the one that lets a model outgrow one device.
+
+Under expert parallelism the routed experts differ between ranks, so FSDP must leave them alone
+(``ignored_params``); ``finish_gradients`` gives them the gradient of the global mean loss.
+Each rank's loss is the mean over its own tokens, and the combine all-to-all already brought every
+rank's contribution back to the expert's owner: its gradient is a sum of ``ep`` such means, over
+the tokens of its EP group. Summing it over the ``world / ep`` replicas of the expert (its edp
+group) and dividing by ``world`` makes it the global mean's, like everything FSDP averaged. (A
+missing division is the classic "x EP expert gradients" bug.) All ranks hold equally many tokens,
+so the mean of the per-rank means is the global mean.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import fully_shard
+
+from minir1.dist.expert_parallel import ExpertParallel, moe_layers
+from minir1.dist.mesh import ParallelLayout
+
+
+def expert_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of every expert-parallel experts container of ``model``."""
+    return [p for m in model.modules() if isinstance(m, ExpertParallel) for p in m.parameters()]
+
+
+def apply_data_parallel(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
+    """``fully_shard`` every block and MTP module, then the whole model, over the 1-D ``mesh`` of
+    every rank (in place); expert-parallel experts are left to ``finish_gradients``."""
+    if mesh.ndim != 1 or mesh.size() != dist.get_world_size():
+        raise ValueError(f"apply_data_parallel: mesh must be 1-D over all "
+                         f"{dist.get_world_size()} ranks, got shape {tuple(mesh.shape)}")
+    flat = mesh
+    ignored = set(expert_parameters(model)) or None
+    for module in model.mtp:
+        # its final norm runs outside the module's forward (Transformer.forward), so it needs
+        # its own FSDP unit to be gathered when called
+        fully_shard(module.norm, mesh=flat, ignored_params=ignored)
+    for module in [*model.layers, *model.mtp]:
+        fully_shard(module, mesh=flat, ignored_params=ignored)
+    fully_shard(model, mesh=flat, ignored_params=ignored)
+    # an expert that got no tokens on one rank still joins the reduce-scatter (with zeros), so
+    # every rank sends the same collective; finish_gradients drops the globally idle ones
+    model.set_reduce_scatter_unused_params(True)
+    return model
+
+
+@torch.no_grad()
+def finish_gradients(model: nn.Module, layout: ParallelLayout,
+                     mesh: DeviceMesh | None = None) -> None:
+    """After backward, before the optimiser step (every rank calls it).
+
+    Expert-parallel experts: sum each one's gradient over its replicas (edp) and divide by
+    ``world``. Then every expert that no rank sent a token to this step loses its gradient, so the
+    optimiser leaves it alone exactly as in one process (where it never ran); FSDP and expert
+    parallelism gave it zeros to keep the collectives matched.
+    """
+    group = mesh["edp"].get_group() if mesh is not None and layout.edp > 1 else None
+    for p in expert_parameters(model):
+        if p.grad is None:
+            continue
+        if group is not None:
+            dist.all_reduce(p.grad, group=group)
+        p.grad /= layout.world
+    for moe in moe_layers(model):
+        load = moe.load.clone()
+        dist.all_reduce(load)
+        experts = (moe.experts.items() if isinstance(moe.experts, ExpertParallel)
+                   else enumerate(moe.experts))
+        for index, expert in experts:
+            if load[int(index)] == 0:
+                for p in expert.parameters():
+                    p.grad = None
+
+
+__all__ = ["apply_data_parallel", "expert_parameters", "finish_gradients"]

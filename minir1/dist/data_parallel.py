@@ -26,8 +26,9 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import fully_shard
 
-from minir1.dist.expert_parallel import ExpertParallel, moe_layers
+from minir1.dist.expert_parallel import ExpertParallel
 from minir1.dist.mesh import ParallelLayout
+from minir1.model.moe import moe_layers
 
 
 def expert_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -41,15 +42,14 @@ def apply_data_parallel(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
     if mesh.ndim != 1 or mesh.size() != dist.get_world_size():
         raise ValueError(f"apply_data_parallel: mesh must be 1-D over all "
                          f"{dist.get_world_size()} ranks, got shape {tuple(mesh.shape)}")
-    flat = mesh
     ignored = set(expert_parameters(model)) or None
     for module in model.mtp:
         # its final norm runs outside the module's forward (Transformer.forward), so it needs
         # its own FSDP unit to be gathered when called
-        fully_shard(module.norm, mesh=flat, ignored_params=ignored)
+        fully_shard(module.norm, mesh=mesh, ignored_params=ignored)
     for module in [*model.layers, *model.mtp]:
-        fully_shard(module, mesh=flat, ignored_params=ignored)
-    fully_shard(model, mesh=flat, ignored_params=ignored)
+        fully_shard(module, mesh=mesh, ignored_params=ignored)
+    fully_shard(model, mesh=mesh, ignored_params=ignored)
     # an expert that got no tokens on one rank still joins the reduce-scatter (with zeros), so
     # every rank sends the same collective; finish_gradients drops the globally idle ones
     model.set_reduce_scatter_unused_params(True)
@@ -73,9 +73,12 @@ def finish_gradients(model: nn.Module, layout: ParallelLayout,
         if group is not None:
             dist.all_reduce(p.grad, group=group)
         p.grad /= layout.world
-    for moe in moe_layers(model):
-        load = moe.load.clone()
-        dist.all_reduce(load)
+    moes = moe_layers(model)
+    if not moes:
+        return
+    loads = torch.stack([moe.load for moe in moes])  # (n_moe, n_routed_experts): one collective
+    dist.all_reduce(loads)
+    for moe, load in zip(moes, loads, strict=True):
         experts = (moe.experts.items() if isinstance(moe.experts, ExpertParallel)
                    else enumerate(moe.experts))
         for index, expert in experts:

@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from minir1.model.moe import MoE, RoutedExperts
+from minir1.model.moe import RoutedExperts, moe_layers
 
 
 class AllToAll(torch.autograd.Function):
@@ -146,11 +146,6 @@ class ExpertParallel(nn.ModuleDict):
                 f"ep={self.ep}")
 
 
-def moe_layers(model: nn.Module) -> list[MoE]:
-    """Every MoE of ``model`` (main layers and MTP modules), in module order."""
-    return [m for m in model.modules() if isinstance(m, MoE)]
-
-
 def apply_expert_parallel(model: nn.Module, group: dist.ProcessGroup | None = None) -> nn.Module:
     """Keep only this rank's experts in every MoE of ``model`` (in place), dispatched over
     ``group``; the model must hold every expert (same weights on every rank) when called."""
@@ -167,5 +162,4 @@ def ranks_per_node(ep: int, n_expert_groups: int) -> int:
     return max(1, ep // max(1, n_expert_groups))
 
 
-__all__ = ["AllToAll", "ExpertParallel", "Traffic", "apply_expert_parallel", "moe_layers",
-           "ranks_per_node"]
+__all__ = ["AllToAll", "ExpertParallel", "Traffic", "apply_expert_parallel", "ranks_per_node"]

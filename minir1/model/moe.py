@@ -270,6 +270,11 @@ class MoE(nn.Module):
         return F.linear((F.silu(gate) * up * g[..., None]).flatten(1), w_out)
 
 
+def moe_layers(module: nn.Module) -> list[MoE]:
+    """Every MoE in ``module`` (itself included), in module order."""
+    return [m for m in module.modules() if isinstance(m, MoE)]
+
+
 def sequence_balance(scores: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """sum_i f_i P_i averaged over sequences (Eqs. 18-20); equals 1 under perfectly uniform routing.
 

@@ -19,7 +19,7 @@ from minir1.config import ModelConfig
 from minir1.model.block import Block
 from minir1.model.init import skip_init
 from minir1.model.mla import LatentCache
-from minir1.model.moe import Gate, MoE, max_violation
+from minir1.model.moe import Gate, MoE, max_violation, moe_layers
 from minir1.model.mtp import MTPModule
 from minir1.model.norm import RMSNorm
 from minir1.model.rope import rope_cos_sin
@@ -150,7 +150,7 @@ class Transformer(nn.Module):
     # ------------------------------------------------------------------ MoE balancing
     def moe_layers(self) -> list[MoE]:
         """Every MoE in the model, main layers first, then the MTP blocks'."""
-        return [m for m in self.modules() if isinstance(m, MoE)]
+        return moe_layers(self)
 
     def expert_load(self) -> torch.Tensor:
         """(n_moe, n_routed_experts) tokens routed per expert since the last bias update

@@ -2,20 +2,25 @@
 
 Every rank takes ``1 / world`` of the global batch. ``apply_data_parallel`` shards each block, each
 MTP module and the rest of the model over all ranks with FSDP2: parameters are stored as 1/world
-shards, gathered for a module's forward and backward, and the gradients reduce-scattered, averaged
-over the ranks. That is full sharding (ZeRO-3 in the ZeRO paper's terms). DeepSeek-V3 shards only
+shards, gathered for a module's forward and backward, and the gradients reduce-scattered back into
+shards. That is full sharding (ZeRO-3 in the ZeRO paper's terms). DeepSeek-V3 shards only
 the optimiser state over data-parallel ranks (ZeRO-1, §3.2) and keeps whole weights on every GPU,
 since its 16-way pipeline already divides them; here there is no pipeline, so torch's default,
 which also divides the weights, is the one that lets a model outgrow one device.
 
+Gradients are **summed** over the ranks, never averaged: each rank's loss is already its share of
+the global loss (a sum over its tokens divided by the global token count,
+``minir1.train.loop.step_loss``), so the sum of the ranks' gradients is the one-process gradient,
+whatever the topology and however unevenly the target tokens fall. FSDP's averaging is switched off
+(a divide factor of 1, which also sidesteps gloo's reduce-scatter averaging, a known source of
+silently scaled gradients).
+
 Under expert parallelism the routed experts differ between ranks, so FSDP must leave them alone
-(``ignored_params``); ``finish_gradients`` gives them the gradient of the global mean loss.
-Each rank's loss is the mean over its own tokens, and the combine all-to-all already brought every
-rank's contribution back to the expert's owner: its gradient is a sum of ``ep`` such means, over
-the tokens of its EP group. Summing it over the ``world / ep`` replicas of the expert (its edp
-group) and dividing by ``world`` makes it the global mean's, like everything FSDP averaged. (A
-missing division is the classic "x EP expert gradients" bug.) All ranks hold equally many tokens,
-so the mean of the per-rank means is the global mean.
+(``ignored_params``); ``finish_gradients`` completes theirs. The combine all-to-all already brought
+every rank of the EP group's contribution back to the expert's owner, so its gradient is the sum
+over its EP group's tokens; summing it over the ``world / ep`` replicas of the expert (its edp
+group) adds the rest. Dividing by ``ep`` or ``world`` here, or averaging, is the classic
+"x EP expert gradients" bug in one direction or the other.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from minir1.dist.expert_parallel import ExpertParallel
 from minir1.dist.mesh import ParallelLayout
@@ -53,6 +58,11 @@ def apply_data_parallel(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
     # an expert that got no tokens on one rank still joins the reduce-scatter (with zeros), so
     # every rank sends the same collective; finish_gradients drops the globally idle ones
     model.set_reduce_scatter_unused_params(True)
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            # a plain sum (the losses are shares already), as SUM: gloo has no pre-multiplied sum
+            module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)
     return model
 
 
@@ -61,18 +71,15 @@ def finish_gradients(model: nn.Module, layout: ParallelLayout,
                      mesh: DeviceMesh | None = None) -> None:
     """After backward, before the optimiser step (every rank calls it).
 
-    Expert-parallel experts: sum each one's gradient over its replicas (edp) and divide by
-    ``world``. Then every expert that no rank sent a token to this step loses its gradient, so the
+    Expert-parallel experts: sum each one's gradient over its replicas (edp). Then every expert that no rank sent a token to this step loses its gradient, so the
     optimiser leaves it alone exactly as in one process (where it never ran); FSDP and expert
     parallelism gave it zeros to keep the collectives matched.
     """
     group = mesh["edp"].get_group() if mesh is not None and layout.edp > 1 else None
-    for p in expert_parameters(model):
-        if p.grad is None:
-            continue
-        if group is not None:
-            dist.all_reduce(p.grad, group=group)
-        p.grad /= layout.world
+    if group is not None:
+        for p in expert_parameters(model):
+            if p.grad is not None:
+                dist.all_reduce(p.grad, group=group)
     moes = moe_layers(model)
     if not moes:
         return

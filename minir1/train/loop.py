@@ -19,22 +19,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from minir1 import profile
 from minir1.data.tokenizer import Tokenizer
-from minir1.model.transformer import Transformer
+from minir1.dist import parallel as dist_parallel
+from minir1.model.transformer import IGNORE_INDEX, Transformer, TransformerOutput
 from minir1.train.checkpoint import (
     check_compatible,
-    load_model_state,
-    load_optimizer_state,
     load_rng_state,
+    load_training_state,
     read_checkpoint_meta,
     save_checkpoint,
 )
 from minir1.train.log import MetricsLog
+
+if TYPE_CHECKING:
+    from minir1.dist.parallel import Parallel
+
+_LOSSES = ("loss", "lm_loss", "mtp_loss", "balance_loss")
 
 
 class BatchStream(Protocol):
@@ -86,16 +91,58 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(profile.device() if name == "auto" else name)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
+                   sharded: bool = False) -> torch.optim.AdamW:
+    """AdamW, weight decay on matrices and embeddings only. ``sharded``: ``model`` went through
+    ``Parallel.shard``, so its FSDP parameters (DTensors) and its experts (plain tensors) go into
+    separate groups with the same settings: a fused kernel takes one kind at a time."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    if sharded:
+        from torch.distributed.tensor import DTensor
+
+        groups = [{**g, "params": part} for g in groups
+                  for part in ([p for p in g["params"] if isinstance(p, DTensor)],
+                               [p for p in g["params"] if not isinstance(p, DTensor)]) if part]
     kwargs: dict[str, Any] = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     try:  # one fused kernel: ~7x faster than the per-tensor loop on CPU (torch >= 2.4)
         return torch.optim.AdamW(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+# ------------------------------------------------------------------------------ the step's loss
+def target_counts(targets: torch.Tensor, n_mtp: int) -> torch.Tensor:
+    """(1 + n_mtp,) float64: the targets that count in the main loss and in each MTP depth k's
+    (whose logits predict ``targets[:, k:]``), and as the last entry the rows (sequences)."""
+    valid = targets != IGNORE_INDEX
+    counts = [valid[:, k:].sum() for k in range(n_mtp + 1)] + [torch.tensor(targets.shape[0])]
+    return torch.stack(counts).to(torch.float64).cpu()
+
+
+def step_loss(out: TransformerOutput, local: torch.Tensor, total: torch.Tensor,
+              mtp_scale: float) -> dict[str, torch.Tensor]:
+    """A micro-batch's share of the optimiser step's loss, by component (and ``loss``, their sum).
+
+    The step's loss is the mean over every target token of the global batch (all micro-batches
+    on all ranks): each cross-entropy mean is turned back into its sum (times ``local``, this
+    micro-batch's ``target_counts``) and divided by the step's ``total`` counts; the sequence-wise
+    balance loss weighs by rows. The shares add up to the same loss whatever the split, so the
+    gradients are summed over micro-batches and ranks, never averaged. With one micro-batch in one
+    process every weight is exactly 1 and this is ``out.loss`` bit for bit. ``mtp_scale``:
+    lambda / D of Eq. 25 (``ModelConfig.mtp_loss_weight`` over the model's MTP depth).
+    """
+    w = (local / total).to(torch.float32)
+    mtp = out.lm_loss.new_zeros(())
+    if out.mtp_losses:
+        mtp = mtp_scale * sum(loss * w[k] for k, loss in
+                                          enumerate(out.mtp_losses, start=1))
+    parts = {"lm_loss": out.lm_loss * w[0], "mtp_loss": mtp,
+             "balance_loss": out.balance_loss * w[-1]}
+    parts["loss"] = parts["lm_loss"] + parts["mtp_loss"] + parts["balance_loss"]
+    return parts
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -111,22 +158,30 @@ class Trainer:
                  out_dir: str | Path | None = None, tokenizer: Tokenizer | None = None,
                  eval_fn: Callable[[Transformer], dict[str, float]] | None = None,
                  progress: bool = True,
-                 on_log: Callable[[dict[str, float]], None] | None = None) -> None:
+                 on_log: Callable[[dict[str, float]], None] | None = None,
+                 parallel: Parallel | None = None) -> None:
         if out_dir is not None and tokenizer is None:
             raise ValueError("Trainer: out_dir needs the tokenizer (checkpoints store it); pass "
                              "tokenizer=..., or no out_dir to train in memory")
+        # a torchrun launch (``minir1.dist.parallel.init``): rank 0 logs, evaluates and writes
+        self.parallel = parallel or dist_parallel.active()
+        self.is_main = self.parallel is None or self.parallel.is_main
         self.cfg, self.tokenizer, self.stream, self.eval_fn = cfg, tokenizer, stream, eval_fn
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = pick_device(cfg.device)
         self.model = model.to(self.device)
-        self.optimizer = make_optimizer(self.model, cfg)
+        if self.parallel is not None:
+            self.parallel.shard(self.model)
+        self.optimizer = make_optimizer(self.model, cfg, sharded=self.parallel is not None)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.step = 0
-        self.progress = progress
-        files = self.out_dir is not None
-        self.log = MetricsLog(self.out_dir / "metrics.jsonl" if files else None, on_log,
+        self.progress = progress and self.is_main
+        files = self.out_dir is not None and self.is_main
+        self.log = MetricsLog(self.out_dir / "metrics.jsonl" if files else None,
+                              on_log if self.is_main else None,
                               self.out_dir / "metrics.csv" if files else None)
         self.results: dict[str, Any] = {}  # a recipe's final evaluation (``pretrain`` fills it)
+        self._full: Transformer | None = None  # rank 0's whole copy of a sharded model
 
     @property
     def history(self) -> list[dict[str, float]]:
@@ -137,21 +192,35 @@ class Trainer:
     def checkpoint_path(self) -> Path | None:
         return self.out_dir / "checkpoint" if self.out_dir is not None else None
 
+    def full_model(self) -> Transformer | None:
+        """The trained model as one process holds it: ``model`` itself, or under a launch the
+        sharded model gathered on rank 0 (None on the other ranks; every rank must call it)."""
+        if self.parallel is None:
+            return self.model
+        state = self.parallel.full_state_dict(self.model)
+        if state is None:
+            return None
+        if self._full is None:
+            self._full = Transformer(self.model.cfg)
+        self._full.load_state_dict(state)
+        return self._full.to(self.device)
+
     def save(self) -> Path:
         if self.checkpoint_path is None or self.tokenizer is None:
             raise ValueError("Trainer.save: this trainer has no out_dir to save into")
         return save_checkpoint(self.checkpoint_path, self.model, self.tokenizer, self.step,
-                               self.optimizer, self.cfg)
+                               self.optimizer, self.cfg, parallel=self.parallel)
 
     def resume(self) -> None:
-        """Restore model, optimiser, step and RNG state from ``out_dir/checkpoint``."""
+        """Restore model, optimiser, step and RNG state from ``out_dir/checkpoint`` (written at
+        any world size and EP degree, or by one process)."""
         path = self.checkpoint_path
         if path is None or self.tokenizer is None:
             raise ValueError("Trainer.resume: this trainer has no out_dir to resume from")
         meta = read_checkpoint_meta(path)
         check_compatible(meta, self.model, self.tokenizer, path)
-        load_model_state(self.model, path)
-        load_optimizer_state(self.optimizer, path, self.device)
+        load_training_state(self.model, self.optimizer, path, self.device,
+                            sharded=self.parallel is not None)
         load_rng_state(path)
         self.step = meta["step"]
         self.log.read(self.step)
@@ -163,15 +232,20 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step (with gradient accumulation); returns its metrics."""
-        cfg, model = self.cfg, self.model
+        cfg, model, parallel = self.cfg, self.model, self.parallel
         model.train()
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        totals = {"loss": 0.0, "lm_loss": 0.0, "mtp_loss": 0.0, "balance_loss": 0.0}
-        n_tokens = 0
-        for micro in range(cfg.grad_accum):
-            batch = self.stream.batch(self.step * cfg.grad_accum + micro)
+        batches = [self._local(self.stream.batch(self.step * cfg.grad_accum + micro))
+                   for micro in range(cfg.grad_accum)]
+        counts = [target_counts(b["targets"], len(model.mtp)) for b in batches]
+        total = sum(counts)
+        if parallel is not None:
+            total = parallel.sum(total)  # the global batch's counts: one small all-reduce
+        mtp_scale = model.cfg.mtp_loss_weight / max(1, len(model.mtp))
+        totals = torch.zeros(4, dtype=torch.float64)  # loss, lm, mtp, balance shares
+        for batch, local in zip(batches, counts, strict=True):
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with self._autocast():
                 out = self.forward(batch["tokens"], targets=batch["targets"],
@@ -180,11 +254,15 @@ class Trainer:
                 raise FloatingPointError(
                     f"loss is {out.loss.item()} at step {self.step}: training stopped; the last "
                     f"good checkpoint (if any) is intact at {self.checkpoint_path}")
-            (out.loss / cfg.grad_accum).backward()
-            for key in totals:
-                totals[key] += getattr(out, key).item() / cfg.grad_accum
-            n_tokens += batch["tokens"].numel()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            parts = step_loss(out, local, total, mtp_scale)
+            parts["loss"].backward()
+            totals += torch.stack([parts[k].detach().double().cpu() for k in _LOSSES])
+        if parallel is not None:
+            totals = parallel.sum(totals)
+            parallel.finish_gradients(model)
+            grad_norm = parallel.clip_grad_norm(model, cfg.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         if not torch.isfinite(grad_norm):
             raise FloatingPointError(
                 f"gradient norm is {grad_norm.item()} at step {self.step}: training stopped; the "
@@ -194,8 +272,23 @@ class Trainer:
         has_moe = bool(model.moe_layers())
         maxvio = model.update_expert_bias(cfg.bias_update_speed) if has_moe else torch.zeros(1)
         self.step += 1
-        return {**totals, "lr": lr, "grad_norm": grad_norm.item(), "maxvio": maxvio.mean().item(),
-                "tokens": n_tokens}
+        n_tokens = sum(b["tokens"].numel() for b in batches)
+        world = parallel.layout.world if parallel is not None else 1
+        return {**dict(zip(_LOSSES, totals.tolist(), strict=True)), "lr": lr,
+                "grad_norm": grad_norm.item(), "maxvio": maxvio.mean().item(),
+                "tokens": n_tokens * world}
+
+    def _evaluate(self) -> dict[str, float]:
+        """``eval_fn`` on the whole model; under a launch on rank 0 while the others wait."""
+        assert self.eval_fn is not None
+        full = self.full_model()
+        checks = self.eval_fn(full) if full is not None else {}
+        if self.parallel is not None:
+            self.parallel.barrier()
+        return checks
+
+    def _local(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return batch if self.parallel is None else self.parallel.local_rows(batch)
 
     def fit(self, resume: bool = False) -> list[dict[str, float]]:
         """Train to ``cfg.steps``; ``resume=True`` continues from ``out_dir/checkpoint``, if any."""
@@ -224,7 +317,7 @@ class Trainer:
                 row = {"step": self.step, **metrics,
                        "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
                 if due_eval:
-                    checks = self.eval_fn(self.model)
+                    checks = self._evaluate()
                     if clash := sorted(set(checks) & set(row)):  # silently overwriting would lie
                         raise ValueError(f"Trainer: eval_fn returned {clash}, which the training "
                                          "metrics already use; give its keys another name")
@@ -239,4 +332,5 @@ class Trainer:
         return self.history
 
 
-__all__ = ["BatchStream", "TrainConfig", "Trainer", "lr_at", "make_optimizer", "pick_device"]
+__all__ = ["BatchStream", "TrainConfig", "Trainer", "lr_at", "make_optimizer", "pick_device",
+           "step_loss", "target_counts"]

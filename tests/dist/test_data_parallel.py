@@ -30,7 +30,9 @@ def train(model: Transformer, tokens: torch.Tensor, after_backward=None) -> list
     losses = []
     for batch in tokens:
         out = model(batch[:, :-1], targets=batch[:, 1:])
-        out.loss.backward()
+        # every rank holds as many tokens: its share of the global mean loss (gradients are summed)
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        (out.loss / world).backward()
         if after_backward is not None:
             after_backward()
         opt.step()

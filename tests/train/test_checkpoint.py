@@ -14,8 +14,10 @@ def test_checkpoint_holds_no_pickles(tmp_path):
     trainer = Trainer(small_model(), stream(), cfg(steps=2), out_dir=tmp_path, tokenizer=TOK,
                       progress=False)
     trainer.fit()
-    files = sorted(p.name for p in (tmp_path / "checkpoint").iterdir())
+    files = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "checkpoint").rglob("*")
+                   if p.is_file())
     assert all(f.endswith((".safetensors", ".json")) for f in files), files
+    assert any(f.startswith("checkpoint/train_state/") for f in files), files
     model, tok, meta = load_model(tmp_path / "checkpoint")
     assert tok == TOK and meta["step"] == 2
     x = torch.randint(0, 100, (1, 10))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,6 +17,14 @@ def _add_profile(p: argparse.ArgumentParser, what: str) -> None:
     """The ``--profile`` option every training command shares."""
     p.add_argument("--profile", choices=PROFILES, default=None,
                    help=f"{what} (default: MINIR1_PROFILE, else gpu with CUDA, else cpu)")
+
+
+def _add_parallel(p: argparse.ArgumentParser) -> None:
+    """``--ep`` for the training commands (torchrun sets the number of processes)."""
+    p.add_argument("--ep", type=int, default=1,
+                   help="expert-parallel degree under torchrun: the routed experts are split "
+                        "over groups of EP consecutive ranks (must divide --nproc_per_node)")
+    p.set_defaults(parallel=True)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -57,10 +67,12 @@ def _pretrain(args: argparse.Namespace) -> None:
         recipe = replace(recipe, preset=args.preset)
     if args.steps:
         recipe = replace(recipe, steps=args.steps)
-    if args.eval_n:
+    if args.eval_n is not None:
         recipe = replace(recipe, eval_n=args.eval_n)
     if args.compile:
         recipe = replace(recipe, compile=True)
+    if args.eval_every is not None:
+        recipe = replace(recipe, eval_every=args.eval_every)
     t0 = time.perf_counter()
     trainer = pretrain(args.out, recipe, seed=args.seed, resume=args.resume)
     last = trainer.history[-1]
@@ -117,6 +129,8 @@ def _r1_zero(args: argparse.Namespace) -> None:
     levels = tuple(int(v) for v in args.levels.split(",")) if args.levels else None
     result = run_r1_zero(name, out=args.out, steps=args.steps, on_log=show, tasks=tasks,
                          levels=levels)
+    if not result.summary:  # another rank than 0 under torchrun: rank 0 reports
+        return
     out = args.out or f"runs/r1zero-{name}"
     print(format_summary(result.summary))
     print(f"log {out}/grpo.jsonl, samples {out}/samples.json, checkpoint {out}/checkpoint")
@@ -199,9 +213,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="held-out problems per task and level in the final eval")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (slow to start on CPU)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="steps between held-out checks during training (0: none; default: the "
+                        "profile's)")
     p.add_argument("--student", action="store_true",
                    help="pre-train the distillation student (STUDENT_RECIPES; default out "
                         "runs/student-PROFILE)")
+    _add_parallel(p)
     p.set_defaults(func=_pretrain)
     p = sub.add_parser("sft", help="supervised fine-tuning on worked solutions in the chat format")
     _add_profile(p, "whose base model to start from")
@@ -213,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--n-docs", type=int, default=5000, help="worked samples to draw")
     p.add_argument("--seed", type=int, default=0)
+    _add_parallel(p)
     p.set_defaults(func=_sft)
     p = sub.add_parser("eval", help="accuracy per task and level, answering directly vs reasoning")
     _add_profile(p, "whose base model to evaluate")
@@ -233,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", default=None,
                    help="comma-separated tasks to train and evaluate on (default add,sub,mul)")
     p.add_argument("--levels", default=None, help="comma-separated levels (default 3,4)")
+    _add_parallel(p)
     p.set_defaults(func=_r1_zero)
     p = sub.add_parser("r1", help="the R1 pipeline: cold start, reasoning RL, "
                                   "rejection sampling + SFT, final RL (and R1-Zero beside it), "
@@ -240,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_profile(p, "run size and whose base model")
     p.add_argument("--fast", action="store_true", help="the short recipe `minir1 demo --fast` runs")
     p.add_argument("--out", default=None, help="output directory (default runs/r1-PROFILE)")
+    _add_parallel(p)
     p.set_defaults(func=_r1)
     p = sub.add_parser("distill",
                        help="a smaller dense student: SFT on the teacher's traces vs RL alone")
@@ -249,9 +270,29 @@ def main(argv: list[str] | None = None) -> int:
                    help="teacher traces (JSON lines; default runs/r1-PROFILE/traces.jsonl, "
                         "else the shipped data/r1-traces-cpu.jsonl)")
     p.add_argument("--out", default=None, help="output directory (default runs/distill-PROFILE)")
+    _add_parallel(p)
     p.set_defaults(func=_distill)
     args = parser.parse_args(argv)
-    args.func(args)
+    if not getattr(args, "parallel", False):
+        args.func(args)
+        return 0
+    from minir1.dist import parallel
+
+    launch = parallel.init(args.ep)  # None without torchrun: one process, as always
+    try:
+        if launch is not None and not launch.is_main:
+            # rank 0 reports; the others' output would only repeat it
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                args.func(args)
+        else:
+            args.func(args)
+    except BaseException as err:
+        if launch is not None:  # torchrun then stops the other ranks; say which one failed
+            print(f"minir1 {args.command}: rank {launch.rank} of {launch.layout.world} failed: "
+                  f"{type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        raise
+    finally:
+        parallel.shutdown()
     return 0
 
 

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("train", ("minir1.train",)),
     ("rl", ("minir1.rl",)),
     ("viz", ("minir1.viz",)),
-    ("cli", ("minir1.cli", "minir1.demo")),
+    ("cli", ("minir1.cli", "minir1.demo", "minir1.__main__")),
 ]
 
 

@@ -32,7 +32,7 @@ replica, and a single process loads them unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -76,8 +76,12 @@ class Traffic:
     node: int = 0  # to another rank of its simulated node (NVLink on V3's cluster)
     cross: int = 0  # to a rank of another node (InfiniBand)
     row_bytes: int = 0
+    to_rank: list[int] = field(default_factory=list)  # rows sent to each rank of the EP group
 
     def add(self, send: list[int], rank: int, ranks_per_node: int, row_bytes: int) -> None:
+        if len(self.to_rank) != len(send):
+            self.to_rank = [0] * len(send)
+        self.to_rank = [a + b for a, b in zip(self.to_rank, send, strict=True)]
         for dst, rows in enumerate(send):
             if dst == rank:
                 self.local += rows

@@ -15,6 +15,7 @@ padding, so ranks hold different numbers of target tokens): a mean of per-rank m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from typing import TYPE_CHECKING
@@ -121,9 +122,11 @@ class Parallel:
             (g.to_local() if isinstance(g, DTensor) else g).mul_(coef.to(g.dtype))
         return total
 
-    def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor] | None:
-        """The one-process ``state_dict`` of a sharded model on rank 0 (None on the others):
-        FSDP shards all-gathered, every EP rank's experts under their global names."""
+    def full_state_dict(self, model: nn.Module,
+                        everywhere: bool = False) -> dict[str, torch.Tensor] | None:
+        """The one-process ``state_dict`` of a sharded model on rank 0 (None on the others;
+        ``everywhere``: on every rank): FSDP shards all-gathered, every EP rank's experts under
+        their global names."""
         from torch.distributed.tensor import DTensor
 
         from minir1.dist.expert_parallel import ExpertParallel
@@ -142,10 +145,21 @@ class Parallel:
             dist.all_gather_object(gathered, experts)
             for part in gathered:
                 state.update(part or {})
-        return state if self.is_main else None
+        return state if self.is_main or everywhere else None
 
     def barrier(self) -> None:
         dist.barrier()
+
+
+def split_sharded(groups: list[dict]) -> list[dict]:
+    """Optimiser param groups with a sharded model's FSDP parameters (DTensors) and its experts
+    (plain tensors) apart, each with its group's settings: a fused or foreach kernel takes one
+    kind at a time."""
+    from torch.distributed.tensor import DTensor
+
+    return [{**g, "params": part} for g in groups
+            for part in ([p for p in g["params"] if isinstance(p, DTensor)],
+                         [p for p in g["params"] if not isinstance(p, DTensor)]) if part]
 
 
 def _sum_sq(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -175,6 +189,19 @@ def active() -> Parallel | None:
     return _ACTIVE
 
 
+def is_main() -> bool:
+    """Whether this process writes a run's files: rank 0 of the active launch, or the only one."""
+    return _ACTIVE is None or _ACTIVE.is_main
+
+
+def on_main(fn: Callable[[], dict], parallel: Parallel | None) -> dict:
+    """``fn()`` on rank 0 (or the only process) while the other ranks wait; ``{}`` on them."""
+    result = fn() if parallel is None or parallel.is_main else {}
+    if parallel is not None:
+        parallel.barrier()
+    return result
+
+
 def shutdown() -> None:
     """Leave the process group (the end of a launch)."""
     global _ACTIVE
@@ -183,4 +210,4 @@ def shutdown() -> None:
     _ACTIVE = None
 
 
-__all__ = ["Parallel", "active", "init", "shutdown"]
+__all__ = ["Parallel", "active", "init", "is_main", "on_main", "shutdown", "split_sharded"]

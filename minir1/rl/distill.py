@@ -27,6 +27,7 @@ from typing import Any
 from minir1 import profile
 from minir1.data.datasets import Document
 from minir1.data.testsets import evaluation_problems
+from minir1.dist import parallel as dist_parallel
 from minir1.eval.sampled import Scoreboard
 from minir1.model.transformer import Transformer
 from minir1.rl.pipeline import FAST_PIPELINE, PIPELINE_RECIPES, PipelineRecipe, rl_stage
@@ -142,7 +143,8 @@ def run_distillation(profile_name: str | None = None, out: str | Path | None = N
                            "pretrain_step": meta["step"]},
                "eval_problems": len(problems), "rows": board.rows,
                "command": command or f"minir1 distill --profile {name}"}
-    (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if dist_parallel.is_main():
+        (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     return DistillResult(board.rows, curves, board.models, summary)
 
 

@@ -43,6 +43,7 @@ from minir1.data.datasets import CorpusConfig, Document, corpus_documents
 from minir1.data.tasks import Problem, draw_train_problems
 from minir1.data.testsets import evaluation_problems
 from minir1.data.tokenizer import Tokenizer
+from minir1.dist import parallel as dist_parallel
 from minir1.eval.greedy import evaluate
 from minir1.eval.heldout import heldout_metrics
 from minir1.eval.sampled import Scoreboard
@@ -124,7 +125,7 @@ def rl_stage(model: Transformer, tok: Tokenizer, cfg: GRPOConfig, out: Path,
              on_log: Callable[[dict[str, float]], None] | None = None) -> GRPOTrainer:
     """GRPO on ``model`` (in place) with greedy held-out checks (``heldout_metrics``) every
     ``check_every`` steps; writes ``out/grpo.jsonl`` and ``out/checkpoint``."""
-    if (out / "grpo.jsonl").exists():
+    if (out / "grpo.jsonl").exists() and dist_parallel.is_main():
         (out / "grpo.jsonl").unlink()  # a fresh run, not appended to an old log
 
     def check(m: Transformer) -> dict[str, float]:
@@ -132,8 +133,9 @@ def rl_stage(model: Transformer, tok: Tokenizer, cfg: GRPOConfig, out: Path,
 
     trainer = GRPOTrainer(model, tok, cfg, out_dir=out, eval_fn=check, eval_every=check_every,
                           on_log=on_log)
-    trainer.fit(progress=progress)
-    save_checkpoint(out / "checkpoint", model, tok, trainer.step, extra={"stage": out.name})
+    trainer.fit(progress=progress)  # under torchrun ``model`` is whole again on every rank
+    if dist_parallel.is_main():
+        save_checkpoint(out / "checkpoint", model, tok, trainer.step, extra={"stage": out.name})
     return trainer
 
 
@@ -210,7 +212,8 @@ def run_r1_pipeline(profile_name: str | None = None, out: str | Path | None = No
     if not rs.docs:
         raise RuntimeError(f"rejection sampling kept no trace out of {rs.sampled} samples: "
                            f"{rs.summary()}")
-    save_traces(out / "traces.jsonl", rs.docs)
+    if dist_parallel.is_main():  # every rank sampled the same traces (same seeds)
+        save_traces(out / "traces.jsonl", rs.docs)
     dev3 = copy.deepcopy(base)  # R1 restarts the SFT from the base model, not from Dev2
     steps = sft_steps_for(rs.docs, tok, recipe.rs_epochs, recipe.sft_batch)
     sft_model(dev3, tok, rs.docs, out / "dev3-rejection-sft", steps, recipe.sft_batch,
@@ -228,7 +231,8 @@ def run_r1_pipeline(profile_name: str | None = None, out: str | Path | None = No
                "rejection": {**rs.summary(), "sft_steps": steps}, "rows": rows,
                "cold_start_traces": len(cold_docs),
                "command": command or f"minir1 r1 --profile {name}"}
-    (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if dist_parallel.is_main():
+        (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     return PipelineResult(rows, curves, rs, board.models, summary, tok)
 
 

@@ -27,6 +27,7 @@ from minir1 import profile
 from minir1.data.tasks import Problem
 from minir1.data.testsets import evaluation_problems
 from minir1.data.tokenizer import Tokenizer
+from minir1.dist import parallel as dist_parallel
 from minir1.eval.greedy import EvalResult, evaluate
 from minir1.eval.heldout import heldout_metrics
 from minir1.model.transformer import Transformer
@@ -88,7 +89,7 @@ def run_r1_zero(profile_name: str | None = None, out: str | Path | None = None,
     if model is None or tok is None:
         model, tok, _ = load_rl_base(name, progress=progress)
     out = Path(out) if out is not None else runs_dir() / f"r1zero-{name}"
-    if (out / "grpo.jsonl").exists():
+    if (out / "grpo.jsonl").exists() and dist_parallel.is_main():
         (out / "grpo.jsonl").unlink()  # a fresh run, not appended to an old log
     problems: list[Problem] = evaluation_problems(recipe.eval_n, recipe.eval_tasks,
                                                   recipe.eval_levels)
@@ -105,8 +106,11 @@ def run_r1_zero(profile_name: str | None = None, out: str | Path | None = None,
     t0 = time.perf_counter()
     history = trainer.fit(progress=progress)
     wall = time.perf_counter() - t0
+    policy = trainer.sync_model()  # the whole model (under torchrun, gathered from the shards)
+    if not trainer.is_main:  # rank 0 evaluated and writes the run
+        return R1ZeroResult(trainer, [], [], {})
     before, after = checks[0], checks[-1]
-    save_checkpoint(out / "checkpoint", model, tok, trainer.step,
+    save_checkpoint(out / "checkpoint", policy, tok, trainer.step,
                     extra={"stage": "r1-zero", "profile": name})
     summary = {"profile": name, "steps": trainer.step, "rl_seconds": rl_seconds(history),
                "wall_seconds": wall, "heldout_problems": len(problems),

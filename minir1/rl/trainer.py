@@ -31,6 +31,7 @@ from minir1.data.tags import ANSWER_CLOSE
 from minir1.data.tasks import LEVELS, TASKS, Problem, draw_train_problems
 from minir1.data.templates import prompt_for
 from minir1.data.tokenizer import Tokenizer
+from minir1.dist import parallel as dist_parallel
 from minir1.infer.generate import sample
 from minir1.model.transformer import Transformer
 from minir1.rl.grpo import AGGREGATIONS, SCALES, group_advantages, grpo_loss
@@ -81,17 +82,17 @@ class GRPOConfig:
 
 
 def completion_logprobs(model: Transformer, prompts: list[list[int]], completions: list[list[int]],
-                        pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+                        pad_id: int, length: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities of each completion's tokens given its prompt,
     from one full (training-path) forward.
 
     Returns ``(logprobs, mask)``, both (B, N) with N the longest completion; ``mask`` is 1 on
-    real tokens. Sequences are right-padded: causal attention never lets a real token see the
-    padding after it.
+    real tokens. Sequences are right-padded (to at least ``length`` tokens): causal attention
+    never lets a real token see the padding after it.
     """
     device = next(model.parameters()).device
     seqs = [p + c for p, c in zip(prompts, completions, strict=True)]
-    T = max(len(s) for s in seqs)
+    T = max(length, *(len(s) for s in seqs))
     N = max(1, max(len(c) for c in completions))
     tokens = torch.full((len(seqs), T), pad_id, dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -114,32 +115,67 @@ def training_problems(cfg: GRPOConfig, step: int) -> list[Problem]:
 
 
 class GRPOTrainer:
-    """Runs GRPO on ``model`` (updated in place) and logs one row of metrics per step."""
+    """Runs GRPO on ``model`` (updated in place) and logs one row of metrics per step.
+
+    Under a torchrun launch (``minir1.dist.parallel.init``) each rank takes ``1 / world`` of the
+    step's prompts, whole groups, so advantages stay local; it samples them with its own
+    generator (seed + rank) from the whole ``model``, its weights gathered from the trained
+    shards (``module``) at every step, as RL systems sync their inference engine; the update's
+    loss is each rank's share of the global one (``loss_share``), gradients summed. Rank 0 logs.
+    """
 
     def __init__(self, model: Transformer, tok: Tokenizer, cfg: GRPOConfig,
                  out_dir: str | Path | None = None,
                  eval_fn: Callable[[Transformer], dict[str, float]] | None = None,
                  eval_every: int = 5,
-                 on_log: Callable[[dict[str, float]], None] | None = None) -> None:
+                 on_log: Callable[[dict[str, float]], None] | None = None,
+                 parallel: dist_parallel.Parallel | None = None) -> None:
+        self.parallel = parallel or dist_parallel.active()
+        self.is_main = self.parallel is None or self.parallel.is_main
         self.model, self.tok, self.cfg = model, tok, cfg
         self.ref = copy.deepcopy(model).eval().requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
+        # what trains: the model itself, or under a launch its sharded copy; ``model`` stays
+        # whole and samples (``sync_model`` writes the trained weights into it every step)
+        self.module = model
+        if self.parallel is not None:
+            if cfg.prompts_per_step % self.parallel.layout.world:
+                raise ValueError(f"GRPOConfig.prompts_per_step={cfg.prompts_per_step} must be "
+                                 f"divisible by world={self.parallel.layout.world}: each rank "
+                                 "takes whole groups")
+            self.module = self.parallel.shard(copy.deepcopy(model))
+        groups = [{"params": [p for p in self.module.parameters() if p.requires_grad]}]
+        if self.parallel is not None:
+            groups = dist_parallel.split_sharded(groups)
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95),
                                            weight_decay=cfg.weight_decay)
         self.out_dir = Path(out_dir) if out_dir else None
         self.eval_fn, self.eval_every = eval_fn, eval_every
         self.step = 0
-        self.log = MetricsLog(self.out_dir / "grpo.jsonl" if self.out_dir else None, on_log)
+        self.log = MetricsLog(self.out_dir / "grpo.jsonl" if self.out_dir and self.is_main
+                              else None, on_log if self.is_main else None)
         # step -> (question, completion, reward)
         self.samples: dict[int, list[tuple[str, str, float]]] = {}
         # step -> the first groups' samples with per-token log-probs
         self.rollouts: dict[int, list[dict]] = {}
         # how many groups per step ``rollouts`` keeps (for the rollout browser)
         self.keep_groups = 2
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        rank = self.parallel.rank if self.parallel is not None else 0
+        self.generator = torch.Generator().manual_seed(cfg.seed + rank)
+
+    def sync_model(self) -> Transformer:
+        """``model``, whole, with the current policy: under a launch the shards are gathered into
+        it on every rank (one process: ``model`` is what trains)."""
+        if self.parallel is not None:
+            self.model.load_state_dict(self.parallel.full_state_dict(self.module,
+                                                                     everywhere=True))
+        return self.model
 
     def rollout(self) -> dict:
         cfg, tok = self.cfg, self.tok
         problems = training_problems(cfg, self.step)
+        if self.parallel is not None:  # this rank's whole groups
+            per = len(problems) // self.parallel.layout.world
+            problems = problems[self.parallel.rank * per:(self.parallel.rank + 1) * per]
         prompts = [tok.encode(prompt_for(p.question, cfg.template), bos=True) for p in problems]
         prompts = [p for p in prompts for _ in range(cfg.group_size)]
         group_problems = [p for p in problems for _ in range(cfg.group_size)]
@@ -159,16 +195,25 @@ class GRPOTrainer:
                 "lengths": out.lengths.float()}
 
     def train_step(self) -> dict[str, float]:
-        cfg, model = self.cfg, self.model
+        cfg = self.cfg
         t0 = time.perf_counter()
+        policy = self.sync_model()
         if self.step and self.step % cfg.ref_refresh_every == 0:
-            self.ref.load_state_dict(model.state_dict())
+            self.ref.load_state_dict(policy.state_dict())
         roll = self.rollout()
         t_sample = time.perf_counter() - t0
+        adv, old_lp, mask, stats = self.update(roll)
+        return self._row(roll, adv, old_lp, mask, stats, t0, t_sample)
+
+    def update(self, roll: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+        """The policy update on a rollout: advantages, old and reference log-probs, then
+        ``inner_updates`` x ``minibatches`` optimiser steps. Returns (advantages, old log-probs,
+        mask, the loss statistics of each step)."""
+        cfg, model = self.cfg, self.module
         adv = group_advantages(roll["rewards"], cfg.group_size, scale=cfg.adv_scale)
         with torch.no_grad():
-            model.eval()
-            old_lp, mask = completion_logprobs(model, roll["prompts"], roll["completions"],
+            policy = self.model.eval()
+            old_lp, mask = completion_logprobs(policy, roll["prompts"], roll["completions"],
                                                self.tok.pad_id)
             ref_lp = (completion_logprobs(self.ref, roll["prompts"], roll["completions"],
                                           self.tok.pad_id)[0]
@@ -180,24 +225,58 @@ class GRPOTrainer:
         max_tokens = cfg.max_new_tokens if cfg.aggregation == "constant" else None
         stats = []
         for _ in range(cfg.inner_updates):
+            # under a launch each rank draws its mini-batches from its own groups
             order = torch.randperm(n, generator=self.generator)
             for b in range(cfg.minibatches):
                 idx = order[b * size:(b + 1) * size].tolist()
-                lp, m = completion_logprobs(model, [roll["prompts"][i] for i in idx],
-                                            [roll["completions"][i] for i in idx], self.tok.pad_id)
+                prompts = [roll["prompts"][i] for i in idx]
+                completions = [roll["completions"][i] for i in idx]
+                lp, m = completion_logprobs(model, prompts, completions, self.tok.pad_id,
+                                            self._padded_length(prompts, completions))
                 width = lp.shape[1]
                 s = grpo_loss(lp, old_lp[idx, :width],
                               None if ref_lp is None else ref_lp[idx, :width], adv[idx], m,
                               clip_eps=cfg.clip_eps, kl_beta=cfg.kl_beta,
                               aggregation=cfg.aggregation, return_stats=True, max_tokens=max_tokens)
                 self.optimizer.zero_grad(set_to_none=True)
-                s.loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                (s.loss * self.loss_share(m)).backward()
+                if self.parallel is not None:
+                    self.parallel.finish_gradients(model)
+                    self.parallel.clip_grad_norm(model, cfg.grad_clip)
+                else:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
                 # keep the aux-loss-free balancing running, as in pre-training
                 if model.moe_layers():
                     model.update_expert_bias()
                 stats.append(s)
+        return adv, old_lp, mask, stats
+
+    def _padded_length(self, prompts: list[list[int]], completions: list[list[int]]) -> int:
+        """The longest sequence of the mini-batch across the launch (0 in one process): every rank
+        pads to it, so the padding positions routed through the MoE, which count in the experts'
+        loads and so in the bias update, are those of the one-process batch."""
+        if self.parallel is None:
+            return 0
+        longest = max(len(p) + len(c) for p, c in zip(prompts, completions, strict=True))
+        longest_t = torch.tensor([longest])
+        torch.distributed.all_reduce(longest_t, op=torch.distributed.ReduceOp.MAX)
+        return int(longest_t.item())
+
+    def loss_share(self, mask: torch.Tensor) -> float:
+        """This rank's part of a mini-batch's loss (1 in one process): ``grpo_loss`` normalises
+        by responses ("sequence", "constant") or tokens ("token") of *this* rank, so weigh it by
+        this rank's fraction of them across the launch; the shares' gradients add up to the
+        one-process gradient of the whole mini-batch."""
+        if self.parallel is None:
+            return 1.0
+        size = mask.sum() if self.cfg.aggregation == "token" else torch.tensor(mask.shape[0])
+        size = size.to(torch.float64).reshape(1)
+        return (size / self.parallel.sum(size)).item()
+
+    def _row(self, roll: dict, adv: torch.Tensor, old_lp: torch.Tensor, mask: torch.Tensor,
+             stats: list, t0: float, t_sample: float) -> dict[str, float]:
+        cfg = self.cfg
         groups = roll["rewards"].view(-1, cfg.group_size)
         # mean surprisal of the sampled tokens
         entropy = -(old_lp * mask).sum() / mask.sum().clamp_min(1)
@@ -214,6 +293,10 @@ class GRPOTrainer:
                    (groups.std(dim=1, unbiased=False) == 0).float().mean().item(),
                "loss": sum(s.loss.item() for s in stats) / len(stats),
                "sample_s": t_sample, "step_s": time.perf_counter() - t0}
+        if self.parallel is not None:  # every rank's share of the prompts weighs the same
+            keys = sorted(k for k in row if k not in ("step", "sample_s", "step_s"))
+            mean = self.parallel.sum(torch.tensor([row[k] for k in keys], dtype=torch.float64))
+            row.update(zip(keys, (mean / self.parallel.layout.world).tolist(), strict=True))
         keep = min(len(roll["prompts"]), self.keep_groups * cfg.group_size)
         self.rollouts[self.step] = [
             {"question": roll["problems"][i].question, "answer": roll["problems"][i].answer,
@@ -228,20 +311,27 @@ class GRPOTrainer:
     def fit(self, progress: bool = True) -> list[dict[str, float]]:
         from tqdm.auto import tqdm
 
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "grpo_config.json").write_text(json.dumps(asdict(self.cfg), indent=1)
                                                            + "\n")
         if self.eval_fn is not None and self.step == 0:
-            self.log.append({"step": 0, **self.eval_fn(self.model)})
-        for _ in tqdm(range(self.step, self.cfg.steps), desc="GRPO", disable=not progress,
-                      leave=False):
+            self.log.append({"step": 0, **self._evaluate()})
+        for _ in tqdm(range(self.step, self.cfg.steps), desc="GRPO",
+                      disable=not (progress and self.is_main), leave=False):
             row = self.train_step()
             if self.eval_fn is not None and (self.step % self.eval_every == 0
                                              or self.step == self.cfg.steps):
-                row.update(self.eval_fn(self.model))
+                row.update(self._evaluate())
             self.log.append(row)
+        self.sync_model()  # under a launch: the trained weights, whole, in ``model``
         return self.history
+
+    def _evaluate(self) -> dict[str, float]:
+        """``eval_fn`` on the whole policy; under a launch on rank 0 while the others wait."""
+        assert self.eval_fn is not None
+        policy = self.sync_model()
+        return dist_parallel.on_main(lambda: self.eval_fn(policy), self.parallel)
 
     @property
     def history(self) -> list[dict[str, float]]:

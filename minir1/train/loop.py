@@ -13,6 +13,7 @@ The loop works without files too (a lesson trains in memory): with an ``out_dir`
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import random
 import time
@@ -94,18 +95,13 @@ def pick_device(name: str = "auto") -> torch.device:
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
                    sharded: bool = False) -> torch.optim.AdamW:
     """AdamW, weight decay on matrices and embeddings only. ``sharded``: ``model`` went through
-    ``Parallel.shard``, so its FSDP parameters (DTensors) and its experts (plain tensors) go into
-    separate groups with the same settings: a fused kernel takes one kind at a time."""
+    ``Parallel.shard`` (``minir1.dist.parallel.split_sharded``)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     if sharded:
-        from torch.distributed.tensor import DTensor
-
-        groups = [{**g, "params": part} for g in groups
-                  for part in ([p for p in g["params"] if isinstance(p, DTensor)],
-                               [p for p in g["params"] if not isinstance(p, DTensor)]) if part]
+        groups = dist_parallel.split_sharded(groups)
     kwargs: dict[str, Any] = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     try:  # one fused kernel: ~7x faster than the per-tensor loop on CPU (torch >= 2.4)
         return torch.optim.AdamW(groups, fused=True, **kwargs)
@@ -170,10 +166,17 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = pick_device(cfg.device)
         self.model = model.to(self.device)
+        # what trains: the model itself, or under a launch its sharded copy (``model`` stays
+        # whole, and ``fit`` writes the trained weights back into it on every rank)
+        self.module = self.model
         if self.parallel is not None:
-            self.parallel.shard(self.model)
-        self.optimizer = make_optimizer(self.model, cfg, sharded=self.parallel is not None)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+            world = self.parallel.layout.world
+            if cfg.batch_size % world:  # checked before any collective, on every rank alike
+                raise ValueError(f"TrainConfig.batch_size={cfg.batch_size} must be divisible by "
+                                 f"world={world}: every rank takes an equal share of each batch")
+            self.module = self.parallel.shard(copy.deepcopy(self.model))
+        self.optimizer = make_optimizer(self.module, cfg, sharded=self.parallel is not None)
+        self.forward = torch.compile(self.module) if cfg.compile else self.module
         self.step = 0
         self.progress = progress and self.is_main
         files = self.out_dir is not None and self.is_main
@@ -181,7 +184,6 @@ class Trainer:
                               on_log if self.is_main else None,
                               self.out_dir / "metrics.csv" if files else None)
         self.results: dict[str, Any] = {}  # a recipe's final evaluation (``pretrain`` fills it)
-        self._full: Transformer | None = None  # rank 0's whole copy of a sharded model
 
     @property
     def history(self) -> list[dict[str, float]]:
@@ -192,23 +194,18 @@ class Trainer:
     def checkpoint_path(self) -> Path | None:
         return self.out_dir / "checkpoint" if self.out_dir is not None else None
 
-    def full_model(self) -> Transformer | None:
-        """The trained model as one process holds it: ``model`` itself, or under a launch the
-        sharded model gathered on rank 0 (None on the other ranks; every rank must call it)."""
-        if self.parallel is None:
-            return self.model
-        state = self.parallel.full_state_dict(self.model)
-        if state is None:
-            return None
-        if self._full is None:
-            self._full = Transformer(self.model.cfg)
-        self._full.load_state_dict(state)
-        return self._full.to(self.device)
+    def full_model(self) -> Transformer:
+        """``model`` with the trained weights: under a launch, the shards gathered into it on
+        every rank (every rank must call this); in one process ``model`` is what trains."""
+        if self.parallel is not None:
+            self.model.load_state_dict(self.parallel.full_state_dict(self.module,
+                                                                     everywhere=True))
+        return self.model
 
     def save(self) -> Path:
         if self.checkpoint_path is None or self.tokenizer is None:
             raise ValueError("Trainer.save: this trainer has no out_dir to save into")
-        return save_checkpoint(self.checkpoint_path, self.model, self.tokenizer, self.step,
+        return save_checkpoint(self.checkpoint_path, self.module, self.tokenizer, self.step,
                                self.optimizer, self.cfg, parallel=self.parallel)
 
     def resume(self) -> None:
@@ -219,7 +216,7 @@ class Trainer:
             raise ValueError("Trainer.resume: this trainer has no out_dir to resume from")
         meta = read_checkpoint_meta(path)
         check_compatible(meta, self.model, self.tokenizer, path)
-        load_training_state(self.model, self.optimizer, path, self.device,
+        load_training_state(self.module, self.optimizer, path, self.device,
                             sharded=self.parallel is not None)
         load_rng_state(path)
         self.step = meta["step"]
@@ -232,7 +229,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step (with gradient accumulation); returns its metrics."""
-        cfg, model, parallel = self.cfg, self.model, self.parallel
+        cfg, model, parallel = self.cfg, self.module, self.parallel
         model.train()
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
@@ -282,10 +279,7 @@ class Trainer:
         """``eval_fn`` on the whole model; under a launch on rank 0 while the others wait."""
         assert self.eval_fn is not None
         full = self.full_model()
-        checks = self.eval_fn(full) if full is not None else {}
-        if self.parallel is not None:
-            self.parallel.barrier()
-        return checks
+        return dist_parallel.on_main(lambda: self.eval_fn(full), self.parallel)
 
     def _local(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return batch if self.parallel is None else self.parallel.local_rows(batch)
@@ -329,6 +323,8 @@ class Trainer:
             if due_ckpt and self.out_dir is not None:
                 self.save()
         bar.close()
+        if self.parallel is not None:
+            self.full_model()  # the trained weights, whole, in ``model`` on every rank
         return self.history
 
 

@@ -108,11 +108,14 @@ def pretrain(out: str | Path, recipe: PretrainRecipe | None = None,
                       progress=progress, on_log=on_log)
     trainer.fit(resume=resume)
     if recipe.eval_n:
-        trainer.results = run_evaluation(trainer.model, tok, recipe.eval_n,
-                                         template=corpus.template)
-        write_summary(Path(out) / "eval.json", trainer.results)
-        if progress:
-            print(accuracy_table(trainer.results))
+        if trainer.is_main:  # under torchrun rank 0 evaluates (``model`` is whole after fit)
+            trainer.results = run_evaluation(trainer.model, tok, recipe.eval_n,
+                                             template=corpus.template)
+            write_summary(Path(out) / "eval.json", trainer.results)
+            if progress:
+                print(accuracy_table(trainer.results))
+        if trainer.parallel is not None:
+            trainer.parallel.barrier()
     return trainer
 
 

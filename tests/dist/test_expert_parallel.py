@@ -145,7 +145,8 @@ def traffic_rank(rank: int, world: int) -> dict:
                          int(((dst != rank) & (dst // per_node == rank // per_node)).sum()),
                          int((dst // per_node != rank // per_node).sum())),
             "nodes_per_token": max(len(set(row)) for row in (dst // per_node).tolist()),
-            "bytes": t.bytes("cross"), "row_bytes": cfg.dim * 4}
+            "bytes": t.bytes("cross"), "row_bytes": cfg.dim * 4, "to_rank": t.to_rank,
+            "expected_to_rank": torch.bincount(dst.flatten(), minlength=world).tolist()}
     return found
 
 
@@ -241,6 +242,7 @@ def test_traffic_by_simulated_node():
             assert r["counted"] == r["expected"]
             assert r["nodes_per_token"] <= limit
             assert r["bytes"] == r["counted"][2] * r["row_bytes"]
+            assert r["to_rank"] == r["expected_to_rank"]  # a row of the rank x rank matrix
     assert max(ranks["traffic"][4]["nodes_per_token"] for ranks in results) == 2
     # nodes of two ranks: some copies stay on the node, some cross it
     assert all(min(ranks["traffic"][2]["counted"][1:]) > 0 for ranks in results)

@@ -88,7 +88,7 @@ def rank_fn(rank: int, world: int, ep: int, grad_accum: int, out: str | None,
         rows.append({"step": t.step + 1, **t.train_step()})
     if out is not None:
         t.save()
-    return {"losses": losses(rows), "biases": [m.gate.bias.clone() for m in t.model.moe_layers()]}
+    return {"losses": losses(rows), "biases": [m.gate.bias.clone() for m in t.module.moe_layers()]}
 
 
 def copy(src: Path, dst: Path) -> str:

@@ -8,7 +8,8 @@ trained three ways on this machine's cores:
 * 1 process x ``--nproc`` threads (the baseline: torch parallelises each op);
 * ``--nproc`` processes x 1 thread, FSDP2 (each rank computes ``1 / nproc`` of the batch, then
   all-gathers parameters and reduce-scatters gradients);
-* the same with expert parallelism (EP = ``--nproc``): the MoE's dispatch and combine all-to-alls.
+* the same with expert parallelism (EP = ``--nproc``): the MoE's dispatch and combine all-to-alls,
+  with the shared experts overlapping the combine, and without (``no overlap``).
 
 It prints tokens/s after ``--warmup`` steps and the communication overhead, 1 - (processes'
 tokens/s) / (threads' tokens/s), and for the EP run the rows each dispatch sent to other ranks per
@@ -57,6 +58,9 @@ def measure(args: argparse.Namespace) -> dict:
                       device="cpu")
     trainer = Trainer(model, RandomStream(args.batch, args.seq, tok.vocab_size), cfg,
                       progress=False)
+    for m in trainer.module.modules():
+        if isinstance(m, ExpertParallel):
+            m.overlap = not args.no_overlap
     times = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
@@ -78,13 +82,14 @@ def measure(args: argparse.Namespace) -> dict:
     return result
 
 
-def launch(args: argparse.Namespace, ep: int) -> dict:
+def launch(args: argparse.Namespace, ep: int, overlap: bool = True) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={args.nproc}", __file__, "--worker", str(out), "--ep", str(ep),
                "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--batch", str(args.batch), "--seq", str(args.seq)]
+               "--batch", str(args.batch), "--seq", str(args.seq),
+               *([] if overlap else ["--no-overlap"])]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         subprocess.run(cmd, check=True, env=env, capture_output=True)
         return json.loads(out.read_text())
@@ -98,6 +103,7 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--ep", type=int, default=1)
+    p.add_argument("--no-overlap", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:  # a rank of a launch
@@ -115,12 +121,14 @@ def main() -> None:
     print(f"global batch {args.batch} x {args.seq} tokens, tiny preset, {args.steps} steps "
           f"({args.warmup} warm-up), {os.cpu_count()} CPUs")
     print(f"1 process x {args.nproc} threads:            {base:>8,.0f} tokens/s")
-    for ep, name in ((1, "FSDP"), (args.nproc, f"FSDP x EP{args.nproc}")):
-        ranks = launch(args, ep)
+    runs = ((1, "FSDP", True), (args.nproc, f"FSDP x EP{args.nproc}", True),
+            (args.nproc, "  no overlap", False))
+    for ep, name, overlap in runs:
+        ranks = launch(args, ep, overlap)
         tps = ranks[0]["tokens_per_s"]  # the global batch over the step time
         print(f"{args.nproc} processes x 1 thread, {name + ':':<14}{tps:>8,.0f} tokens/s "
               f"(overhead {1 - tps / base:+.1%})")
-        if "rows_off_rank_per_step" in ranks[0]:
+        if "rows_off_rank_per_step" in ranks[0] and overlap:
             for rank, r in enumerate(ranks):
                 print(f"  rank {rank}: dispatch sent {r['rows_off_rank_per_step']:,.0f} rows "
                       f"off-rank per step ({r['bytes_per_step'] / 1e6:.2f} MB fp32, each way) "

@@ -7,8 +7,13 @@ infer, eval):
   MoE's permute and unpermute (V3 §3.2.2)
 - ``data_parallel``: FSDP2 over every rank for the replicated parameters, and the experts'
   gradient reduction beside it
+- ``parallel``: one torchrun launch as the trainers see it (``init``, ``Parallel``)
+- ``inspect``: one sharded forward and backward under torchrun, reported as JSON: where every
+  parameter lives and the rank x rank rows of every dispatch all-to-all
+  (``python -m minir1.dist.inspect``)
 """
 
 from minir1.utils import lazy_submodules
 
-__getattr__, __dir__ = lazy_submodules(__name__, ("data_parallel", "expert_parallel", "mesh"))
+__getattr__, __dir__ = lazy_submodules(
+    __name__, ("data_parallel", "expert_parallel", "inspect", "mesh", "parallel"))

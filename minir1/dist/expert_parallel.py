@@ -12,7 +12,10 @@ The MoE already computes in three steps, ``permute`` -> ``RoutedExperts`` -> ``u
    (source 0's copies for each local expert, then source 1's, ...);
 3. the local experts, each once on all the copies it received (expert-major), and back;
 4. **combine all-to-all**: the results return to the ranks the tokens came from, in ``x_sorted``'s
-   order, so ``unpermute`` weights and sums them exactly as in one process.
+   order, so ``unpermute`` weights and sums them exactly as in one process. The MoE's shared
+   experts need no token from elsewhere, so they run while the combine is in flight
+   (``forward_with``; in the backward, while the gradients travel back), as V3 hides its
+   all-to-alls behind computation (§3.2.1, DualPipe, goes further and overlaps two micro-batches).
 
 Both token all-to-alls are differentiable (``AllToAll``): the backward of sending rows by splits is
 sending their gradients back by the swapped splits. Every rank calls every collective each step,
@@ -32,6 +35,7 @@ replica, and a single process loads them unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -52,19 +56,69 @@ class AllToAll(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, recv: list[int], send: list[int],  # type: ignore[override]
                 group: dist.ProcessGroup | None) -> torch.Tensor:
         ctx.recv, ctx.send, ctx.group = recv, send, group
-        return _all_to_all(x, recv, send, group)
+        return _all_to_all(x, recv, send, group)[0]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor,  # type: ignore[override]
                  ) -> tuple[torch.Tensor, None, None, None]:
-        return _all_to_all(grad, ctx.send, ctx.recv, ctx.group), None, None, None
+        return _all_to_all(grad, ctx.send, ctx.recv, ctx.group)[0], None, None, None
 
 
 def _all_to_all(x: torch.Tensor, recv: list[int], send: list[int],
-                group: dist.ProcessGroup | None) -> torch.Tensor:
+                group: dist.ProcessGroup | None, wait: bool = True,
+                ) -> tuple[torch.Tensor, dist.Work | None]:
     out = x.new_empty(sum(recv), *x.shape[1:])
-    dist.all_to_all_single(out, x.contiguous(), recv, send, group=group)
-    return out
+    work = dist.all_to_all_single(out, x.contiguous(), recv, send, group=group,
+                                  async_op=not wait)
+    return out, work
+
+
+class InFlight:
+    """An all-to-all started and not yet waited for, shared by its ``Start`` and ``Wait`` nodes
+    (in the forward, then the backward)."""
+
+    work: dist.Work | None = None
+    grad: torch.Tensor | None = None
+
+
+class StartAllToAll(torch.autograd.Function):
+    """``AllToAll`` in two halves, so that work can run while the rows travel: ``Start`` sends and
+    returns the (not yet filled) receive buffer, ``WaitAllToAll`` waits for it. In the backward
+    the wait's node starts the gradients' trip back and this node waits for it; what autograd
+    runs between the two (the shared experts' backward) overlaps it."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, recv: list[int], send: list[int],  # type: ignore[override]
+                group: dist.ProcessGroup | None, flight: InFlight) -> torch.Tensor:
+        ctx.flight = flight
+        out, flight.work = _all_to_all(x, recv, send, group, wait=False)
+        return out
+
+    @staticmethod
+    def backward(ctx, _grad: torch.Tensor,  # type: ignore[override]
+                 ) -> tuple[torch.Tensor | None, None, None, None, None]:
+        flight = ctx.flight
+        assert flight.work is not None
+        flight.work.wait()
+        return flight.grad, None, None, None, None
+
+
+class WaitAllToAll(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, buffer: torch.Tensor, recv: list[int],  # type: ignore[override]
+                send: list[int], group: dist.ProcessGroup | None,
+                flight: InFlight) -> torch.Tensor:
+        ctx.recv, ctx.send, ctx.group, ctx.flight = recv, send, group, flight
+        assert flight.work is not None
+        flight.work.wait()
+        return buffer.view_as(buffer)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor,  # type: ignore[override]
+                 ) -> tuple[torch.Tensor, None, None, None, None]:
+        flight = ctx.flight
+        flight.grad, flight.work = _all_to_all(grad, ctx.send, ctx.recv, ctx.group, wait=False)
+        return grad, None, None, None, None  # StartAllToAll ignores it: the trip carries it
 
 
 @dataclass
@@ -113,10 +167,32 @@ class ExpertParallel(nn.ModuleDict):
         self.first = local.start  # global index of this rank's first expert
         self.rank, self.ranks_per_node = rank, ranks_per_node
         self.traffic = Traffic()  # accumulated over forwards until reset (``Traffic()``)
+        self.overlap = True  # the shared experts run while the combine travels (forward_with)
 
     def forward(self, x_sorted: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """Same contract as ``RoutedExperts.forward``: rows sorted by global expert, ``counts``
         (n_routed_experts,) of this rank's rows -> each row through its expert, same order."""
+        y_recv, send, recv = self._to_experts(x_sorted, counts)
+        # 4. combine: the results back to where their tokens came from
+        return AllToAll.apply(y_recv, send, recv, self.group)
+
+    def forward_with(self, x_sorted: torch.Tensor, counts: torch.Tensor,
+                     also: Callable[[], torch.Tensor | None],
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``forward``, with ``also()`` (the shared experts) computed while the combine
+        all-to-all is in flight, and their backward while its gradients travel back."""
+        if not self.overlap:
+            return self(x_sorted, counts), also()
+        y_recv, send, recv = self._to_experts(x_sorted, counts)
+        flight = InFlight()
+        buffer = StartAllToAll.apply(y_recv, send, recv, self.group, flight)
+        common = also()
+        return WaitAllToAll.apply(buffer, send, recv, self.group, flight), common
+
+    def _to_experts(self, x_sorted: torch.Tensor, counts: torch.Tensor,
+                    ) -> tuple[torch.Tensor, list[int], list[int]]:
+        """Steps 1-3: the rows through their experts on the ranks that hold them; returns the
+        results (rank-major) and the combine's splits."""
         ep, per_rank = self.ep, len(self)
         # 1. counts[p * L + l] rows go to expert l of rank p; received[q * L + l] come from rank q
         received = torch.empty_like(counts)
@@ -131,8 +207,7 @@ class ExpertParallel(nn.ModuleDict):
         x_recv = AllToAll.apply(x_sorted, recv, send, self.group)
         # 3. each local expert once on everything it received, results back in rank-major order
         y_recv = self._local_experts(x_recv, by_source.flatten().tolist())
-        # 4. combine: the results back to where their tokens came from
-        return AllToAll.apply(y_recv, send, recv, self.group)
+        return y_recv, send, recv
 
     def _local_experts(self, x_recv: torch.Tensor, sizes: list[int]) -> torch.Tensor:
         ep, per_rank = self.ep, len(self)
@@ -166,4 +241,5 @@ def ranks_per_node(ep: int, n_expert_groups: int) -> int:
     return max(1, ep // max(1, n_expert_groups))
 
 
-__all__ = ["AllToAll", "ExpertParallel", "Traffic", "apply_expert_parallel", "ranks_per_node"]
+__all__ = ["AllToAll", "ExpertParallel", "InFlight", "StartAllToAll", "Traffic", "WaitAllToAll",
+           "apply_expert_parallel", "ranks_per_node"]

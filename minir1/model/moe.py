@@ -30,6 +30,8 @@ overhead than in arithmetic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -160,6 +162,13 @@ class RoutedExperts(nn.ModuleList):
         return torch.cat([expert(c) if c.shape[0] else c
                           for expert, c in zip(self, chunks, strict=True)])
 
+    def forward_with(self, x_sorted: torch.Tensor, counts: torch.Tensor,
+                     also: Callable[[], torch.Tensor | None],
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``forward``, and ``also()`` (the shared experts) computed beside it: here one after
+        the other; under expert parallelism while the combine all-to-all is in flight."""
+        return self(x_sorted, counts), also()
+
 
 class MoE(nn.Module):
     """Routed experts (with the gate) plus always-active shared experts."""
@@ -200,10 +209,11 @@ class MoE(nn.Module):
         x_sorted, order, counts = permute(u, indices, self.n_routed_experts)
         if self.training:  # what the aux-loss-free bias update balances (``update_bias``)
             self.load += counts.to(self.load.dtype)
-        out = unpermute(self.experts(x_sorted, counts), order, weights)
-        if self.shared_experts is not None:
-            out = out + self.shared_experts(u)
-        return out
+        shared = self.shared_experts
+        routed, common = self.experts.forward_with(
+            x_sorted, counts, lambda: shared(u) if shared is not None else None)
+        out = unpermute(routed, order, weights)
+        return out + common if common is not None else out
 
     @torch.no_grad()
     def update_bias(self, speed: float) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 from minir1 import ModelConfig, Transformer
 from minir1.data.tokenizer import Tokenizer
 from minir1.dist.mesh import ParallelLayout
+from minir1.hf import from_pretrained, save_pretrained
 from minir1.dist.parallel import Parallel
 from minir1.model.transformer import IGNORE_INDEX
 from minir1.train.checkpoint import load_model
@@ -116,7 +117,8 @@ def test_gradient_accumulation_matches_one_batch():
 
 def test_resume_at_other_topologies(tmp_path):
     """Steps 1-4 on FSDP(2) x EP(2), 5-7 on FSDP(4) x EP(2), 8-10 in one process: the losses of
-    the straight run; the sharded checkpoint loads in one process with the same logits."""
+    the straight run; the one-process run's logits; the sharded checkpoint loads in one process
+    and exports to a Hugging Face directory."""
     ref, ref_logits = reference()
     a = tmp_path / "a"
     first = run(rank_fn, 2, 2, 1, str(a), 4, timeout=180)[0]
@@ -129,6 +131,10 @@ def test_resume_at_other_topologies(tmp_path):
     model, _, meta = load_model(tmp_path / "b" / "checkpoint")
     assert meta["step"] == 7 and meta["parallel"] == {"world": 4, "ep": 2}
     assert torch.allclose(logits(resumed.model), ref_logits, rtol=1e-4, atol=1e-4)
+    # the sharded run's checkpoint as a Hugging Face directory: the same model back
+    save_pretrained(model, tmp_path / "hf")
+    again = from_pretrained(tmp_path / "hf")
+    torch.testing.assert_close(logits(again), logits(model))
 
 
 def test_resume_one_process_run_sharded(tmp_path):

@@ -152,3 +152,35 @@ def test_resume_one_process_run_sharded(tmp_path):
         assert r["losses"] == pytest.approx({s: v for s, v in ref.items() if s > 5}, rel=1e-5)
         for mine, expected in zip(r["biases"], straight.model.moe_layers(), strict=True):
             assert torch.equal(mine, expected.gate.bias)
+
+
+def crash_rank_fn(rank: int, world: int, out: str) -> None:
+    """Save at step 2; at step 3 every rank dies inside the save, its shards already written."""
+    from minir1.train import checkpoint
+
+    t = trainer(1, out, Parallel.of_process_group(ParallelLayout(world, 2)))
+    for _ in range(2):
+        t.train_step()
+    t.save()
+    t.train_step()
+    write = checkpoint.save_training_state
+
+    def crash(*args, **kwargs):
+        write(*args, **kwargs)
+        raise RuntimeError("crash mid-save")
+
+    checkpoint.save_training_state = crash
+    t.save()
+
+
+def test_a_crash_mid_save_leaves_the_last_checkpoint(tmp_path):
+    """A launch that dies while writing its step-3 checkpoint leaves the step-2 one in place,
+    which resumes (here in one process) on the straight run's losses."""
+    with pytest.raises(AssertionError, match="crash mid-save"):
+        run(crash_rank_fn, 2, str(tmp_path), timeout=120)
+    _, _, meta = load_model(tmp_path / "checkpoint")
+    assert meta["step"] == 2
+    resumed = trainer(1, str(tmp_path), None)
+    resumed.resume()
+    assert losses(resumed.fit(resume=True)) == pytest.approx(
+        {s: v for s, v in reference()[0].items() if s > 2}, rel=1e-5)

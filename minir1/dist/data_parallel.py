@@ -6,7 +6,9 @@ shards, gathered for a module's forward and backward, and the gradients reduce-s
 shards. That is full sharding (ZeRO-3 in the ZeRO paper's terms). DeepSeek-V3 shards only
 the optimiser state over data-parallel ranks (ZeRO-1, §3.2) and keeps whole weights on every GPU,
 since its 16-way pipeline already divides them; here there is no pipeline, so torch's default,
-which also divides the weights, is the one that lets a model outgrow one device.
+which also divides the weights, is the one that would let a model outgrow one device. (The
+trainers still keep a whole copy of the model on every rank beside its shards, to evaluate,
+sample and save from: right for these sizes, and the first thing to drop for a big model.)
 
 Gradients are **summed** over the ranks, never averaged: each rank's loss is already its share of
 the global loss (a sum over its tokens divided by the global token count,
@@ -71,9 +73,10 @@ def finish_gradients(model: nn.Module, layout: ParallelLayout,
                      mesh: DeviceMesh | None = None) -> None:
     """After backward, before the optimiser step (every rank calls it).
 
-    Expert-parallel experts: sum each one's gradient over its replicas (edp). Then every expert that no rank sent a token to this step loses its gradient, so the
-    optimiser leaves it alone exactly as in one process (where it never ran); FSDP and expert
-    parallelism gave it zeros to keep the collectives matched.
+    Expert-parallel experts: sum each one's gradient over its replicas (edp). Then every expert
+    that no rank sent a token to this step loses its gradient, so the optimiser leaves it alone
+    exactly as in one process (where it never ran); FSDP and expert parallelism gave it zeros to
+    keep the collectives matched.
     """
     group = mesh["edp"].get_group() if mesh is not None and layout.edp > 1 else None
     if group is not None:
@@ -85,11 +88,12 @@ def finish_gradients(model: nn.Module, layout: ParallelLayout,
         return
     loads = torch.stack([moe.load for moe in moes])  # (n_moe, n_routed_experts): one collective
     dist.all_reduce(loads)
-    for moe, load in zip(moes, loads, strict=True):
+    idle = (loads == 0).tolist()  # one device-to-host copy, not one per expert
+    for moe, idle_here in zip(moes, idle, strict=True):
         experts = (moe.experts.items() if isinstance(moe.experts, ExpertParallel)
                    else enumerate(moe.experts))
         for index, expert in experts:
-            if load[int(index)] == 0:
+            if idle_here[int(index)]:
                 for p in expert.parameters():
                     p.grad = None
 

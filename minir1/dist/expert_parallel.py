@@ -111,6 +111,7 @@ class WaitAllToAll(torch.autograd.Function):
         ctx.recv, ctx.send, ctx.group, ctx.flight = recv, send, group, flight
         assert flight.work is not None
         flight.work.wait()
+        flight.work = None  # its buffers can go
         return buffer.view_as(buffer)
 
     @staticmethod

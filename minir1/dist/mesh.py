@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -86,8 +87,9 @@ def init_distributed(ep: int = 1, cfg: ModelConfig | None = None,
                      ) -> tuple[ParallelLayout, DeviceMesh | None]:
     """Join the process group torchrun set up and build the mesh; ``(layout, None)`` without it.
 
-    NCCL on CUDA (one GPU per local rank), gloo on the CPU. The layout is checked against the
-    model before any collective runs, so a bad launch fails at once on every rank with the rule.
+    NCCL on CUDA (one GPU per local rank; gloo beside it for CPU tensors), gloo on the CPU. The
+    layout is checked against the model before any collective runs, so a bad launch fails at once
+    on every rank with the rule.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     layout = ParallelLayout(world, ep)
@@ -99,7 +101,10 @@ def init_distributed(ep: int = 1, cfg: ModelConfig | None = None,
     if kind == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if kind == "cuda" else "gloo")
+        # the small bookkeeping tensors (token counts, metrics) stay on the CPU: gloo carries
+        # them beside NCCL; rank 0's evaluations can keep the others waiting for minutes
+        dist.init_process_group("cpu:gloo,cuda:nccl" if kind == "cuda" else "gloo",
+                                timeout=timedelta(minutes=60))
     return layout, build_mesh(layout, kind)
 
 

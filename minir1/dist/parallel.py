@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
 # one-process run (every Trainer asks ``active()``) never pays for them.
 
 _ACTIVE: Parallel | None = None
+T = TypeVar("T")
 
 
 @dataclass
@@ -202,6 +202,16 @@ def on_main(fn: Callable[[], dict], parallel: Parallel | None) -> dict:
     return result
 
 
+def from_main(fn: Callable[[], T]) -> T:
+    """``fn()`` computed on rank 0 and sent to every rank (one process: ``fn()``): for values
+    that decide what the ranks do next, which must not differ between them."""
+    if _ACTIVE is None:
+        return fn()
+    box = [fn() if _ACTIVE.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]  # type: ignore[return-value]
+
+
 def shutdown() -> None:
     """Leave the process group (the end of a launch)."""
     global _ACTIVE
@@ -210,4 +220,5 @@ def shutdown() -> None:
     _ACTIVE = None
 
 
-__all__ = ["Parallel", "active", "init", "is_main", "on_main", "shutdown", "split_sharded"]
+__all__ = ["Parallel", "active", "from_main", "init", "is_main", "on_main", "shutdown",
+           "split_sharded"]

@@ -207,12 +207,15 @@ def run_r1_pipeline(profile_name: str | None = None, out: str | Path | None = No
     record("dev2-reasoning-rl", dev2.model, "chat", rl_seconds(dev2.history))
 
     t0 = time.perf_counter()
-    rs = rejection_sample(dev2.model, tok, rejection_prompts(recipe), recipe.rs_k, recipe.rs_keep,
-                          recipe.rs_temperature, "chat", recipe.seed, recipe.rl.max_new_tokens)
+    # under torchrun rank 0 samples and every rank fine-tunes on its traces (a GPU's sampling is
+    # not bit-reproducible, and the SFT's step count depends on them)
+    rs = dist_parallel.from_main(lambda: rejection_sample(
+        dev2.model, tok, rejection_prompts(recipe), recipe.rs_k, recipe.rs_keep,
+        recipe.rs_temperature, "chat", recipe.seed, recipe.rl.max_new_tokens))
     if not rs.docs:
         raise RuntimeError(f"rejection sampling kept no trace out of {rs.sampled} samples: "
                            f"{rs.summary()}")
-    if dist_parallel.is_main():  # every rank sampled the same traces (same seeds)
+    if dist_parallel.is_main():
         save_traces(out / "traces.jsonl", rs.docs)
     dev3 = copy.deepcopy(base)  # R1 restarts the SFT from the base model, not from Dev2
     steps = sft_steps_for(rs.docs, tok, recipe.rs_epochs, recipe.sft_batch)

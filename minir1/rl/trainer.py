@@ -32,6 +32,7 @@ from minir1.data.tasks import LEVELS, TASKS, Problem, draw_train_problems
 from minir1.data.templates import prompt_for
 from minir1.data.tokenizer import Tokenizer
 from minir1.dist import parallel as dist_parallel
+from minir1.dist.mesh import device_type
 from minir1.infer.generate import sample
 from minir1.model.transformer import Transformer
 from minir1.rl.grpo import AGGREGATIONS, SCALES, group_advantages, grpo_loss
@@ -132,6 +133,8 @@ class GRPOTrainer:
                  parallel: dist_parallel.Parallel | None = None) -> None:
         self.parallel = parallel or dist_parallel.active()
         self.is_main = self.parallel is None or self.parallel.is_main
+        if self.parallel is not None:  # on the launch's device (FSDP moves only its shards)
+            model.to(device_type())
         self.model, self.tok, self.cfg = model, tok, cfg
         self.ref = copy.deepcopy(model).eval().requires_grad_(False)
         # what trains: the model itself, or under a launch its sharded copy; ``model`` stays
@@ -215,6 +218,8 @@ class GRPOTrainer:
             policy = self.model.eval()
             old_lp, mask = completion_logprobs(policy, roll["prompts"], roll["completions"],
                                                self.tok.pad_id)
+        adv = adv.to(old_lp.device)
+        with torch.no_grad():
             ref_lp = (completion_logprobs(self.ref, roll["prompts"], roll["completions"],
                                           self.tok.pad_id)[0]
                       if cfg.kl_beta > 0 else None)

@@ -122,14 +122,19 @@ def save_training_state(path: Path, model: torch.nn.Module,
 
 
 def _moments(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             create: bool = False) -> dict[str, torch.Tensor]:
+             create: set[str] | None = None) -> dict[str, torch.Tensor]:
     """``{name.step|exp_avg|exp_avg_sq: tensor}`` of the optimiser's state: sharded like the
-    parameter (a DTensor under FSDP). ``create``: zeros to load into, for a fresh optimiser."""
-    if create:
+    parameter (a DTensor under FSDP). ``create``: the parameters to make zeros for, to load into
+    (those the checkpoint has state for: AdamW makes a parameter's state at its first gradient,
+    so an expert idle until the save has none)."""
+    if create is not None:
+        names = {id(p): n for n, p in model.named_parameters()}
         for group in optimizer.param_groups:
             # where AdamW itself keeps ``step``: beside the parameter for a fused kernel
             on_device = group.get("fused") or group.get("capturable")
             for p in group["params"]:
+                if names[id(p)] not in create:
+                    continue
                 step = torch.zeros((), dtype=torch.float32,
                                    device=p.device if on_device else "cpu")
                 optimizer.state[p] = {"step": step, "exp_avg": torch.zeros_like(p),
@@ -155,7 +160,11 @@ def load_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
 
-    state = {"model": get_model_state_dict(model), "optim": _moments(model, optimizer, True)}
+    reader = dcp.HuggingFaceStorageReader(str(path / TRAIN_STATE))
+    saved = {key.removeprefix("optim.").removesuffix(".step")
+             for key in reader.read_metadata().state_dict_metadata
+             if key.startswith("optim.") and key.endswith(".step")}
+    state = {"model": get_model_state_dict(model), "optim": _moments(model, optimizer, saved)}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         # in place, into those tensors, resharded from the offsets the files record

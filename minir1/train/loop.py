@@ -27,6 +27,7 @@ import torch
 from minir1 import profile
 from minir1.data.tokenizer import Tokenizer
 from minir1.dist import parallel as dist_parallel
+from minir1.dist.mesh import device_type
 from minir1.model.transformer import IGNORE_INDEX, Transformer, TransformerOutput
 from minir1.train.checkpoint import (
     check_compatible,
@@ -113,9 +114,9 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
 def target_counts(targets: torch.Tensor, n_mtp: int) -> torch.Tensor:
     """(1 + n_mtp,) float64: the targets that count in the main loss and in each MTP depth k's
     (whose logits predict ``targets[:, k:]``), and as the last entry the rows (sequences)."""
-    valid = targets != IGNORE_INDEX
+    valid = (targets != IGNORE_INDEX).cpu()
     counts = [valid[:, k:].sum() for k in range(n_mtp + 1)] + [torch.tensor(targets.shape[0])]
-    return torch.stack(counts).to(torch.float64).cpu()
+    return torch.stack(counts).to(torch.float64)
 
 
 def step_loss(out: TransformerOutput, local: torch.Tensor, total: torch.Tensor,
@@ -131,11 +132,16 @@ def step_loss(out: TransformerOutput, local: torch.Tensor, total: torch.Tensor,
     lambda / D of Eq. 25 (``ModelConfig.mtp_loss_weight`` over the model's MTP depth).
     """
     w = (local / total).to(torch.float32)
-    mtp = out.lm_loss.new_zeros(())
+    zero = out.lm_loss.new_zeros(())
+
+    def share(loss: torch.Tensor, k: int) -> torch.Tensor:
+        # no target here (a rank's rows all masked): the mean is 0/0, the share is nothing
+        return loss * w[k] if local[k] > 0 else zero
+
+    mtp = zero
     if out.mtp_losses:
-        mtp = mtp_scale * sum(loss * w[k] for k, loss in
-                                          enumerate(out.mtp_losses, start=1))
-    parts = {"lm_loss": out.lm_loss * w[0], "mtp_loss": mtp,
+        mtp = mtp_scale * sum(share(loss, k) for k, loss in enumerate(out.mtp_losses, start=1))
+    parts = {"lm_loss": share(out.lm_loss, 0), "mtp_loss": mtp,
              "balance_loss": out.balance_loss * w[-1]}
     parts["loss"] = parts["lm_loss"] + parts["mtp_loss"] + parts["balance_loss"]
     return parts
@@ -164,7 +170,8 @@ class Trainer:
         self.is_main = self.parallel is None or self.parallel.is_main
         self.cfg, self.tokenizer, self.stream, self.eval_fn = cfg, tokenizer, stream, eval_fn
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.device = pick_device(cfg.device)
+        # under a launch, the device its mesh is on (the local rank's GPU, or the CPU)
+        self.device = pick_device(cfg.device if self.parallel is None else device_type())
         self.model = model.to(self.device)
         # what trains: the model itself, or under a launch its sharded copy (``model`` stays
         # whole, and ``fit`` writes the trained weights back into it on every rank)
@@ -247,11 +254,11 @@ class Trainer:
             with self._autocast():
                 out = self.forward(batch["tokens"], targets=batch["targets"],
                                    doc_ids=batch.get("doc_ids"))
-            if not torch.isfinite(out.loss):
-                raise FloatingPointError(
-                    f"loss is {out.loss.item()} at step {self.step}: training stopped; the last "
-                    f"good checkpoint (if any) is intact at {self.checkpoint_path}")
             parts = step_loss(out, local, total, mtp_scale)
+            if not torch.isfinite(parts["loss"]):
+                raise FloatingPointError(
+                    f"loss is {parts['loss'].item()} at step {self.step}: training stopped; the "
+                    f"last good checkpoint (if any) is intact at {self.checkpoint_path}")
             parts["loss"].backward()
             totals += torch.stack([parts[k].detach().double().cpu() for k in _LOSSES])
         if parallel is not None:

@@ -24,7 +24,7 @@ def rollout() -> dict:
     """A fixed rollout: prompts and completions of uneven lengths, rewards that vary in groups."""
     g = torch.Generator().manual_seed(0)
     prompts, completions = [], []
-    for i in range(PROMPTS):
+    for _i in range(PROMPTS):
         prompt = torch.randint(4, 40, (int(torch.randint(3, 9, (1,), generator=g)),),
                                generator=g).tolist()
         for _ in range(GROUP):

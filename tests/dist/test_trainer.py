@@ -15,8 +15,8 @@ import torch
 from minir1 import ModelConfig, Transformer
 from minir1.data.tokenizer import Tokenizer
 from minir1.dist.mesh import ParallelLayout
-from minir1.hf import from_pretrained, save_pretrained
 from minir1.dist.parallel import Parallel
+from minir1.hf import from_pretrained, save_pretrained
 from minir1.model.transformer import IGNORE_INDEX
 from minir1.train.checkpoint import load_model
 from minir1.train.loop import TrainConfig, Trainer

@@ -41,3 +41,23 @@ def test_checkpoint_errors(tmp_path):
                     progress=False)
     with pytest.raises(CheckpointError, match="n_routed_experts"):
         other.fit(resume=True)
+
+
+def test_resume_with_parameters_that_have_no_optimizer_state(tmp_path):
+    """AdamW makes a parameter's state at its first gradient (an expert idle until the save has
+    none): the checkpoint resumes, the others' moments restored, that one still without."""
+    trainer = Trainer(small_model(), stream(), cfg(steps=3), out_dir=tmp_path, tokenizer=TOK,
+                      progress=False)
+    trainer.train_step()
+    idle = next(p for n, p in trainer.model.named_parameters() if ".experts.0." in n)
+    del trainer.optimizer.state[idle]
+    trainer.save()
+    again = Trainer(small_model(), stream(), cfg(steps=3), out_dir=tmp_path, tokenizer=TOK,
+                    progress=False)
+    again.resume()
+    before = dict(zip(trainer.model.parameters(), again.model.parameters(), strict=True))
+    assert before[idle] not in again.optimizer.state
+    for mine, theirs in before.items():
+        if mine is not idle:
+            torch.testing.assert_close(again.optimizer.state[theirs]["exp_avg"],
+                                       trainer.optimizer.state[mine]["exp_avg"])

@@ -97,3 +97,30 @@ def test_the_loop_trains_in_memory_without_files(tmp_path, monkeypatch):
         trainer.save()
     with pytest.raises(ValueError, match="out_dir needs the tokenizer"):
         Trainer(small_model(), stream(), c, out_dir=tmp_path / "run")
+
+
+def test_a_micro_batch_without_targets_adds_nothing():
+    """Its cross-entropy mean is 0/0; its share of the step's loss is zero, not NaN: 2
+    micro-batches, the second fully masked, train like the first alone."""
+    from minir1.model.transformer import IGNORE_INDEX
+
+    class HalfMasked:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def batch(self, i):
+            b = self.inner.batch(i // 2)
+            if i % 2:
+                b = {**b, "targets": torch.full_like(b["targets"], IGNORE_INDEX)}
+            return b
+
+    torch.manual_seed(0)
+    masked = Trainer(small_model(), HalfMasked(stream()), cfg(steps=3, grad_accum=2),
+                     progress=False)
+    torch.manual_seed(0)
+    alone = Trainer(small_model(), stream(), cfg(steps=3), progress=False)
+    a, b = masked.train_step(), alone.train_step()
+    assert a["lm_loss"] == pytest.approx(b["lm_loss"], rel=1e-6)
+    # later steps differ a little (the masked rows still route, so the expert biases move
+    # differently) but stay finite
+    assert all(torch.isfinite(torch.tensor(masked.train_step()["loss"])) for _ in range(2))

@@ -75,14 +75,18 @@ class Parallel:
             apply_expert_parallel(model, self.mesh["ep"].get_group())
         return apply_data_parallel(model, self.world_mesh)
 
+    def share(self, n: int) -> slice:
+        """This rank's contiguous ``1 / world`` of ``n`` items (rows of a batch, prompts)."""
+        if n % self.layout.world:
+            raise ValueError(f"{n} items must be divisible by world={self.layout.world}: "
+                             "every rank takes an equal share")
+        per = n // self.layout.world
+        return slice(self.rank * per, (self.rank + 1) * per)
+
     def local_rows(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """This rank's ``1 / world`` of a global batch (contiguous rows)."""
-        rows = next(iter(batch.values())).shape[0]
-        if rows % self.layout.world:
-            raise ValueError(f"batch_size={rows} must be divisible by world={self.layout.world}:"
-                             " every rank takes an equal share of the global batch")
-        per = rows // self.layout.world
-        return {k: v[self.rank * per:(self.rank + 1) * per] for k, v in batch.items()}
+        rows = self.share(next(iter(batch.values())).shape[0])
+        return {k: v[rows] for k, v in batch.items()}
 
     def sum(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` summed over every rank (a new tensor)."""
@@ -107,8 +111,7 @@ class Parallel:
         experts = {id(p) for p in expert_parameters(model)}
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         sharded = [g.to_local() for g in grads if isinstance(g, DTensor)]
-        local = [g for p in model.parameters() if (g := p.grad) is not None
-                 and not isinstance(g, DTensor) and id(p) in experts]
+        local = [p.grad for p in model.parameters() if p.grad is not None and id(p) in experts]
         if len(sharded) + len(local) != len(grads):
             raise RuntimeError("clip_grad_norm: a gradient is neither an FSDP shard nor an "
                                "expert's; shard the model with Parallel.shard first")
@@ -147,6 +150,11 @@ class Parallel:
                 state.update(part or {})
         return state if self.is_main or everywhere else None
 
+    def gather_into(self, whole: nn.Module, sharded: nn.Module) -> nn.Module:
+        """Load the shards of ``sharded`` into the unsharded copy ``whole``, on every rank."""
+        whole.load_state_dict(self.full_state_dict(sharded, everywhere=True))
+        return whole
+
     def barrier(self) -> None:
         dist.barrier()
 
@@ -163,9 +171,10 @@ def split_sharded(groups: list[dict]) -> list[dict]:
 
 
 def _sum_sq(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of squares, on the CPU (the collective carries it): one copy from the device."""
     if not tensors:
         return torch.zeros((), dtype=torch.float32)
-    return sum(t.float().pow(2).sum().cpu() for t in tensors)
+    return sum(t.float().pow(2).sum() for t in tensors).cpu()
 
 
 def init(ep: int = 1, cfg: ModelConfig | None = None) -> Parallel | None:

@@ -106,7 +106,7 @@ def run_r1_zero(profile_name: str | None = None, out: str | Path | None = None,
     t0 = time.perf_counter()
     history = trainer.fit(progress=progress)
     wall = time.perf_counter() - t0
-    policy = trainer.sync_model()  # the whole model (under torchrun, gathered from the shards)
+    policy = trainer.model  # whole (under torchrun, fit gathered the shards into it)
     if not trainer.is_main:  # rank 0 evaluated and writes the run
         return R1ZeroResult(trainer, [], [], {})
     before, after = checks[0], checks[-1]

@@ -169,16 +169,14 @@ class GRPOTrainer:
         """``model``, whole, with the current policy: under a launch the shards are gathered into
         it on every rank (one process: ``model`` is what trains)."""
         if self.parallel is not None:
-            self.model.load_state_dict(self.parallel.full_state_dict(self.module,
-                                                                     everywhere=True))
+            self.parallel.gather_into(self.model, self.module)
         return self.model
 
     def rollout(self) -> dict:
         cfg, tok = self.cfg, self.tok
         problems = training_problems(cfg, self.step)
         if self.parallel is not None:  # this rank's whole groups
-            per = len(problems) // self.parallel.layout.world
-            problems = problems[self.parallel.rank * per:(self.parallel.rank + 1) * per]
+            problems = problems[self.parallel.share(len(problems))]
         prompts = [tok.encode(prompt_for(p.question, cfg.template), bos=True) for p in problems]
         prompts = [p for p in prompts for _ in range(cfg.group_size)]
         group_problems = [p for p in problems for _ in range(cfg.group_size)]

@@ -168,7 +168,7 @@ def load_training_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         # in place, into those tensors, resharded from the offsets the files record
-        dcp.load(state, storage_reader=dcp.HuggingFaceStorageReader(str(path / TRAIN_STATE)))
+        dcp.load(state, storage_reader=reader)
     set_model_state_dict(model, state["model"])
 
 

@@ -205,8 +205,7 @@ class Trainer:
         """``model`` with the trained weights: under a launch, the shards gathered into it on
         every rank (every rank must call this); in one process ``model`` is what trains."""
         if self.parallel is not None:
-            self.model.load_state_dict(self.parallel.full_state_dict(self.module,
-                                                                     everywhere=True))
+            self.parallel.gather_into(self.model, self.module)
         return self.model
 
     def save(self) -> Path:

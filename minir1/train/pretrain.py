@@ -19,6 +19,7 @@ from minir1 import profile
 from minir1.config import ModelConfig
 from minir1.data.datasets import CorpusConfig, PackedStream, corpus_documents, pack_documents
 from minir1.data.tokenizer import Tokenizer
+from minir1.dist.parallel import on_main
 from minir1.eval.greedy import accuracy_table, run_evaluation, write_summary
 from minir1.eval.heldout import heldout_eval
 from minir1.model.transformer import Transformer
@@ -108,14 +109,15 @@ def pretrain(out: str | Path, recipe: PretrainRecipe | None = None,
                       progress=progress, on_log=on_log)
     trainer.fit(resume=resume)
     if recipe.eval_n:
-        if trainer.is_main:  # under torchrun rank 0 evaluates (``model`` is whole after fit)
-            trainer.results = run_evaluation(trainer.model, tok, recipe.eval_n,
-                                             template=corpus.template)
-            write_summary(Path(out) / "eval.json", trainer.results)
+        def final_evaluation() -> dict[str, Any]:
+            results = run_evaluation(trainer.model, tok, recipe.eval_n, template=corpus.template)
+            write_summary(Path(out) / "eval.json", results)
             if progress:
-                print(accuracy_table(trainer.results))
-        if trainer.parallel is not None:
-            trainer.parallel.barrier()
+                print(accuracy_table(results))
+            return results
+
+        # under torchrun rank 0 evaluates (``model`` is whole after fit)
+        trainer.results = on_main(final_evaluation, trainer.parallel)
     return trainer
 
 

@@ -1,20 +1,26 @@
 """What spreading one training step over processes costs, and what the all-to-alls carry.
 
-    python benchmarks/dist.py [--steps 12] [--warmup 3] [--batch 16] [--seq 256]
+    python benchmarks/dist.py [--steps 16] [--warmup 3] [--repeats 3] [--batch 16] [--seq 256]
 
 The same global batch and model (the ``tiny`` preset, the ``ci``/``cpu`` pre-training shape),
-trained three ways on this machine's cores:
+trained on this machine's cores:
 
 * 1 process x ``--nproc`` threads (the baseline: torch parallelises each op);
-* ``--nproc`` processes x 1 thread, FSDP2 (each rank computes ``1 / nproc`` of the batch, then
-  all-gathers parameters and reduce-scatters gradients);
-* the same with expert parallelism (EP = ``--nproc``): the MoE's dispatch and combine all-to-alls,
-  with the shared experts overlapping the combine, and without (``no overlap``).
+* ``--nproc`` processes x 1 thread, each computing ``1 / nproc`` of the batch, with ZeRO-1
+  (gradients reduce-scattered to the rank that owns each parameter's AdamW state, the updated
+  weights all-gathered: the default) and with FSDP2 (weights all-gathered for each block's
+  forward and backward, gradients reduce-scattered);
+* each with expert parallelism too (EP = ``--nproc``): the MoE's dispatch and combine all-to-alls,
+  with the shared experts overlapping the combine, and for ZeRO-1 also without (``no overlap``).
 
-It prints tokens/s after ``--warmup`` steps and the communication overhead, 1 - (processes'
-tokens/s) / (threads' tokens/s), and for the EP run the rows each dispatch sent to other ranks per
-step against the formula for uniform routing: tokens x K_r x (EP - 1) / EP copies of ``dim``
-values per MoE layer, each way (V3 §3.2.2; the planner's estimate).
+It prints tokens/s after ``--warmup`` steps (the global batch over the median step time) and the
+communication overhead, 1 - (processes' tokens/s) / (threads' tokens/s): negative when the processes
+are faster. A shared 2-core machine is noisy (the same launch measured 6,800 and 11,300 tokens/s in
+two runs a minute apart), so every configuration runs ``--repeats`` times, interleaved with the
+others, and the median of the repeats is reported with their range. For the EP run it prints the
+rows each dispatch sent to other ranks per step against the formula for uniform routing: tokens x
+K_r x (EP - 1) / EP copies of ``dim`` values per MoE layer, each way (V3 §3.2.2; the planner's
+``minir1.plan.comm.a2a_rows``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +41,7 @@ from minir1 import ModelConfig, Transformer
 from minir1.data.tokenizer import Tokenizer
 from minir1.dist import parallel
 from minir1.dist.expert_parallel import ExpertParallel
+from minir1.plan.comm import a2a_rows
 from minir1.train.loop import TrainConfig, Trainer
 
 
@@ -66,15 +74,15 @@ def measure(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         trainer.train_step()
         times.append(time.perf_counter() - t0)
-    timed = times[args.warmup:]
-    result = {"tokens_per_s": args.batch * args.seq * len(timed) / sum(timed)}
+    timed = sorted(times[args.warmup:])
+    result = {"tokens_per_s": args.batch * args.seq / timed[len(timed) // 2]}
     moes = [m for m in trainer.module.modules() if isinstance(m, ExpertParallel)]
     if moes:
         sent = sum(m.traffic.node + m.traffic.cross for m in moes)  # rows off this rank
         mc = model.cfg
         tokens = args.batch * args.seq // trainer.parallel.layout.world  # this rank's
         ep = trainer.parallel.layout.ep
-        formula = len(moes) * tokens * mc.n_activated_experts * (ep - 1) / ep
+        formula = len(moes) * a2a_rows(tokens, mc.n_activated_experts, ep)
         result |= {"rows_off_rank_per_step": sent / args.steps,
                    "formula_rows_per_step": formula,
                    "bytes_per_step": sent / args.steps * moes[0].traffic.row_bytes,
@@ -82,33 +90,50 @@ def measure(args: argparse.Namespace) -> dict:
     return result
 
 
-def launch(args: argparse.Namespace, ep: int, overlap: bool = True) -> dict:
+def launch(args: argparse.Namespace, ep: int, dp: str, overlap: bool = True,
+           nproc: int | None = None) -> list[dict]:
+    """Every rank's result of a torchrun launch of ``args.nproc`` one-thread processes; with
+    ``nproc=0`` the baseline instead: one process with ``args.nproc`` threads. Each in a fresh
+    interpreter, so that this one sits idle (torch's OpenMP threads, left spinning in the parent
+    after a measurement, took a quarter of a core from the launches that followed)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={args.nproc}", __file__, "--worker", str(out), "--ep", str(ep),
-               "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--batch", str(args.batch), "--seq", str(args.seq),
-               *([] if overlap else ["--no-overlap"])]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        common = [__file__, "--worker", str(out), "--ep", str(ep), "--steps", str(args.steps),
+                  "--warmup", str(args.warmup), "--batch", str(args.batch), "--seq",
+                  str(args.seq), "--dp", dp, *([] if overlap else ["--no-overlap"])]
+        if nproc == 0:
+            cmd = [sys.executable, *common, "--threads", str(args.nproc)]
+            threads = args.nproc
+        else:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={args.nproc}", *common]
+            threads = 1
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         subprocess.run(cmd, check=True, env=env, capture_output=True)
         return json.loads(out.read_text())
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--steps", type=int, default=16)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3, help="runs of every configuration")
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--ep", type=int, default=1)
+    p.add_argument("--dp", default="zero1", help=argparse.SUPPRESS)
     p.add_argument("--no-overlap", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.worker and args.threads:  # the baseline: one process, several threads
+        torch.set_num_threads(args.threads)
+        Path(args.worker).write_text(json.dumps([measure(args)]))
+        return
     if args.worker:  # a rank of a launch
         torch.set_num_threads(1)
-        launch_ = parallel.init(args.ep)
+        launch_ = parallel.init(args.ep, dp=args.dp)
         result = measure(args)
         per_rank: list = [None] * launch_.layout.world
         torch.distributed.all_gather_object(per_rank, result)
@@ -116,25 +141,34 @@ def main() -> None:
             Path(args.worker).write_text(json.dumps(per_rank))
         parallel.shutdown()
         return
-    torch.set_num_threads(args.nproc)
-    base = measure(args)["tokens_per_s"]
+    runs = ((1, "zero1", "ZeRO-1", True), (args.nproc, "zero1", f"ZeRO-1 x EP{args.nproc}", True),
+            (args.nproc, "zero1", "  no overlap", False), (1, "fsdp", "FSDP", True),
+            (args.nproc, "fsdp", f"FSDP x EP{args.nproc}", True))
+    threads: list[float] = []
+    procs: list[list[float]] = [[] for _ in runs]
+    ep_ranks = None
+    for _ in range(args.repeats):  # interleaved, so that a slow spell hits every configuration
+        threads.append(launch(args, 1, "zero1", nproc=0)[0]["tokens_per_s"])
+        for i, (ep, dp, _name, overlap) in enumerate(runs):
+            ranks = launch(args, ep, dp, overlap)
+            procs[i].append(ranks[0]["tokens_per_s"])  # the global batch over the step time
+            if ep > 1 and dp == "zero1" and overlap:
+                ep_ranks = ranks
     print(f"global batch {args.batch} x {args.seq} tokens, tiny preset, {args.steps} steps "
-          f"({args.warmup} warm-up), {os.cpu_count()} CPUs")
-    print(f"1 process x {args.nproc} threads:            {base:>8,.0f} tokens/s")
-    runs = ((1, "FSDP", True), (args.nproc, f"FSDP x EP{args.nproc}", True),
-            (args.nproc, "  no overlap", False))
-    for ep, name, overlap in runs:
-        ranks = launch(args, ep, overlap)
-        tps = ranks[0]["tokens_per_s"]  # the global batch over the step time
-        print(f"{args.nproc} processes x 1 thread, {name + ':':<14}{tps:>8,.0f} tokens/s "
-              f"(overhead {1 - tps / base:+.1%})")
-        if "rows_off_rank_per_step" in ranks[0] and overlap:
-            for rank, r in enumerate(ranks):
-                print(f"  rank {rank}: dispatch sent {r['rows_off_rank_per_step']:,.0f} rows "
-                      f"off-rank per step ({r['bytes_per_step'] / 1e6:.2f} MB fp32, each way) "
-                      f"vs {r['formula_rows_per_step']:,.0f} for uniform routing "
-                      f"({r['moe_layers']} MoE layers x tokens x K_r={r['top_k']} x (EP-1)/EP)")
-
+          f"({args.warmup} warm-up), median of {args.repeats} runs (their range), "
+          f"{os.cpu_count()} CPUs")
+    base = statistics.median(threads)
+    print(f"1 process x {args.nproc} threads:              {base:>8,.0f} tokens/s "
+          f"({min(threads):,.0f}-{max(threads):,.0f})")
+    for (_ep, _dp, name, _overlap), tps in zip(runs, procs, strict=True):
+        mid = statistics.median(tps)
+        print(f"{args.nproc} processes x 1 thread, {name + ':':<16}{mid:>8,.0f} tokens/s "
+              f"({min(tps):,.0f}-{max(tps):,.0f}; overhead {1 - mid / base:+.1%})")
+    for rank, r in enumerate(ep_ranks or []):
+        print(f"  rank {rank}: dispatch sent {r['rows_off_rank_per_step']:,.0f} rows "
+              f"off-rank per step ({r['bytes_per_step'] / 1e6:.2f} MB fp32, each way) "
+              f"vs {r['formula_rows_per_step']:,.0f} for uniform routing "
+              f"({r['moe_layers']} MoE layers x tokens x K_r={r['top_k']} x (EP-1)/EP)")
 
 if __name__ == "__main__":
     main()

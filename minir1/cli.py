@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from minir1.config import PRESETS
+from minir1.dist.mesh import DATA_PARALLEL
 from minir1.profile import PROFILES
 
 
@@ -20,10 +21,13 @@ def _add_profile(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _add_parallel(p: argparse.ArgumentParser) -> None:
-    """``--ep`` for the training commands (torchrun sets the number of processes)."""
+    """``--ep`` and ``--dp`` for the training commands (torchrun sets the number of processes)."""
     p.add_argument("--ep", type=int, default=1,
                    help="expert-parallel degree under torchrun: the routed experts are split "
                         "over groups of EP consecutive ranks (must divide --nproc_per_node)")
+    p.add_argument("--dp", choices=DATA_PARALLEL, default="zero1",
+                   help="data parallelism under torchrun: zero1 (whole weights, optimiser state "
+                        "divided: DeepSeek-V3's) or fsdp (weights, gradients and state divided)")
     p.set_defaults(parallel=True)
 
 
@@ -41,6 +45,27 @@ def _params(args: argparse.Namespace) -> None:
     print(counts.table())
     print(f"KV cache per token: {counts.kv_bytes_absorbed:,} B latent (absorbed), "
           f"{counts.kv_bytes_naive:,} B expanded (naive), bf16")
+
+
+def _plan(args: argparse.Namespace) -> None:
+    import json
+
+    from minir1.config import ModelConfig
+    from minir1.plan import V3_LAYOUT, Layout, format_plan, get_gpu, plan
+
+    schedule = args.schedule or ("dualpipe" if args.pp > 1 and args.pp % 2 == 0 else "1f1b")
+    try:
+        layout = Layout(n_gpus=args.gpus, pp=args.pp, ep=args.ep, tp=args.tp,
+                        zero1=not args.no_zero1, dualpipe=schedule == "dualpipe",
+                        micro_batch_tokens=args.micro_batch_tokens)
+        report = plan(ModelConfig.preset(args.preset), args.preset,
+                      layout=None if layout == V3_LAYOUT else layout, gpu=get_gpu(args.gpu),
+                      tokens=args.tokens, seq_len=args.seq_len, mfu=args.mfu,
+                      precision=args.precision, usd_per_gpu_hour=args.usd_per_gpu_hour,
+                      context=args.context, reserve_gib=args.reserve_gib)
+    except ValueError as err:  # a layout that does not divide, an unknown GPU, ...
+        raise SystemExit(f"minir1 plan: {err}") from err
+    print(json.dumps(report, indent=1) if args.json else format_plan(report))
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -194,6 +219,33 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("params", help="parameter table and KV-cache size of a preset")
     p.add_argument("--preset", default="v3", choices=sorted(PRESETS))
     p.set_defaults(func=_params)
+    p = sub.add_parser("plan", help="the real run on paper: GPU-hours and cost, training memory "
+                                    "per GPU, which GPU runs which model, all-to-all traffic")
+    p.add_argument("--preset", default="v3", choices=sorted(PRESETS))
+    p.add_argument("--json", action="store_true", help="print the same numbers as one JSON object")
+    p.add_argument("--gpu", default="h800", help="training GPU: rtx3080, rtx4090, h100, h800")
+    p.add_argument("--gpus", type=int, default=2048, help="GPUs in the training run")
+    p.add_argument("--pp", type=int, default=16, help="pipeline-parallel stages")
+    p.add_argument("--ep", type=int, default=64, help="expert-parallel degree")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (V3 uses none)")
+    p.add_argument("--no-zero1", action="store_true",
+                   help="keep the whole optimiser state on every data-parallel rank")
+    p.add_argument("--schedule", choices=("dualpipe", "1f1b"), default=None,
+                   help="pipeline schedule (default: dualpipe when --pp is even, else 1f1b)")
+    p.add_argument("--micro-batch-tokens", type=int, default=4096,
+                   help="tokens per micro-batch per GPU")
+    p.add_argument("--tokens", type=float, default=14.8e12, help="training tokens")
+    p.add_argument("--seq-len", type=int, default=4096, help="training context length")
+    p.add_argument("--mfu", type=float, default=0.4,
+                   help="model-FLOPs utilisation, a fraction of the --precision peak")
+    p.add_argument("--precision", choices=("bf16", "fp8"), default="bf16",
+                   help="whose dense peak the MFU is measured against")
+    p.add_argument("--usd-per-gpu-hour", type=float, default=2.0)
+    p.add_argument("--context", type=int, default=131072,
+                   help="longest inference context to look for in the which-GPU table")
+    p.add_argument("--reserve-gib", type=float, default=None,
+                   help="GiB per GPU taken before any tensor (CUDA context, slack; default 1)")
+    p.set_defaults(func=_plan)
     p = sub.add_parser("data",
                        help="(re)build the fixed held-out test sets and their checksum manifest")
     p.add_argument("--out", default="data", help="directory to write test/ and MANIFEST.json into")
@@ -278,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from minir1.dist import parallel
 
-    launch = parallel.init(args.ep)  # None without torchrun: one process, as always
+    launch = parallel.init(args.ep, dp=args.dp)  # None without torchrun: one process, as always
     try:
         if launch is not None and not launch.is_main:
             # rank 0 reports; the others' output would only repeat it

@@ -16,13 +16,15 @@ PACKAGE = ROOT / "minir1"
 
 # The layers, lowest first: a module may import from its own layer and the ones before it, never
 # from a later one. Evaluation sits below training (which checks held-out accuracy as it trains) and
-# below RL (which scores its stages); ``dist`` (torch.distributed) sits below training.
+# below RL (which scores its stages); the planner (``plan``, arithmetic on configs) sits beside
+# evaluation; ``dist`` (torch.distributed) sits below training.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("config", ("minir1.config", "minir1.profile", "minir1.utils", "minir1.weights")),
     ("model", ("minir1.model", "minir1.fp8", "minir1.hf")),
     ("data", ("minir1.data",)),
     ("infer", ("minir1.infer",)),
     ("eval", ("minir1.eval",)),
+    ("plan", ("minir1.plan",)),
     ("dist", ("minir1.dist",)),
     ("train", ("minir1.train",)),
     ("rl", ("minir1.rl",)),
@@ -202,7 +204,8 @@ def test_every_make_target_named_exists():
     assert sorted(str(p) + ": make " + t for p, t in named if t not in targets) == []
 
 
-@pytest.mark.parametrize("package", ["data", "eval", "fp8", "infer", "model", "rl", "train", "viz"])
+@pytest.mark.parametrize("package", ["data", "eval", "fp8", "infer", "model", "plan", "rl", "train",
+                                     "viz"])
 def test_every_package_docstring_maps_its_modules(package):
     doc = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text())) or ""
     modules = [p.stem for p in (PACKAGE / package).glob("*.py") if p.stem != "__init__"]

@@ -5,8 +5,10 @@ infer, eval):
   (``ParallelLayout``, with the rules a layout must meet) and its process groups
 - ``expert_parallel``: the routed experts spread over ranks, an all-to-all each way between the
   MoE's permute and unpermute (V3 §3.2.2)
-- ``data_parallel``: FSDP2 over every rank for the replicated parameters, and the experts'
-  gradient reduction beside it
+- ``zero``: ZeRO-1, V3's data parallelism: whole weights on every rank, the optimiser state
+  divided, gradients reduce-scattered to their owners and weights all-gathered back
+- ``data_parallel``: ZeRO-1 or FSDP2 over every rank for the replicated parameters, and the
+  experts' gradient reduction beside it
 - ``parallel``: one torchrun launch as the trainers see it (``init``, ``Parallel``)
 - ``inspect``: one sharded forward and backward under torchrun, reported as JSON: where every
   parameter lives and the rank x rank rows of every dispatch all-to-all
@@ -16,4 +18,4 @@ infer, eval):
 from minir1.utils import lazy_submodules
 
 __getattr__, __dir__ = lazy_submodules(
-    __name__, ("data_parallel", "expert_parallel", "inspect", "mesh", "parallel"))
+    __name__, ("data_parallel", "expert_parallel", "inspect", "mesh", "parallel", "zero"))

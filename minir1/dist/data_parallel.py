@@ -1,14 +1,26 @@
-"""Data parallelism with FSDP2, beside expert parallelism (V3 §3.2; torch's ``fully_shard``).
+"""Data parallelism, ZeRO-1 or FSDP2, beside expert parallelism (V3 §3.2).
 
-Every rank takes ``1 / world`` of the global batch. ``apply_data_parallel`` shards each block, each
-MTP module and the rest of the model over all ranks with FSDP2: parameters are stored as 1/world
-shards, gathered for a module's forward and backward, and the gradients reduce-scattered back into
-shards. That is full sharding (ZeRO-3 in the ZeRO paper's terms). DeepSeek-V3 shards only
-the optimiser state over data-parallel ranks (ZeRO-1, §3.2) and keeps whole weights on every GPU,
-since its 16-way pipeline already divides them; here there is no pipeline, so torch's default,
-which also divides the weights, is the one that would let a model outgrow one device. (The
-trainers still keep a whole copy of the model on every rank beside its shards, to evaluate,
-sample and save from: right for these sizes, and the first thing to drop for a big model.)
+Every rank takes ``1 / world`` of the global batch. ``apply_data_parallel`` spreads the model over
+all ranks one of two ways:
+
+* ``"zero1"`` (the default; ``minir1.dist.zero``): DeepSeek-V3's choice (§3.2). Every rank keeps
+  the whole weights and gradients and owns the AdamW state of ``1 / world`` of the parameters;
+  gradients are reduce-scattered to their owners after backward, and the updated weights
+  all-gathered after the optimiser step: two collectives per step. V3 could afford whole weights
+  because its 16-way pipeline had already cut them sixteen ways; at minir1's sizes they fit anyway.
+* ``"fsdp"``: torch's FSDP2 (``fully_shard`` on each block, each MTP module and the rest), full
+  sharding (ZeRO-3): weights, gradients and optimiser state stored as ``1 / world`` shards, a
+  block's weights all-gathered for its forward and again for its backward, its gradients
+  reduce-scattered. It is the layout that lets a model outgrow one device without a pipeline.
+
+ZeRO-1 is the default because it is V3's and because it is the cheaper one where the weights fit:
+one reduce-scatter and one all-gather of the model per step, against FSDP2's all-gather of every
+block in forward and again in backward besides the reduce-scatter, its per-block hooks and an
+optimiser step over sharded tensors. On the tiny preset, two one-thread processes on a 2-core CPU,
+global batch 16 (``benchmarks/dist.py``, two runs, each the median of 3), ZeRO-1 trained at 97% and
+112% of one two-thread process's tokens/s, FSDP2 at 88% and 80%. (The trainers also keep a whole
+copy of the model on every rank beside what they train, to evaluate, sample and save from: right
+for these sizes, and the first thing to drop for a big model.)
 
 Gradients are **summed** over the ranks, never averaged: each rank's loss is already its share of
 the global loss (a sum over its tokens divided by the global token count,
@@ -22,7 +34,8 @@ Under expert parallelism the routed experts differ between ranks, so FSDP must l
 every rank of the EP group's contribution back to the expert's owner, so its gradient is the sum
 over its EP group's tokens; summing it over the ``world / ep`` replicas of the expert (its edp
 group) adds the rest. Dividing by ``ep`` or ``world`` here, or averaging, is the classic
-"x EP expert gradients" bug in one direction or the other.
+"x EP expert gradients" bug in one direction or the other. ZeRO-1 leaves the experts alone in the
+same way, and sums the other gradients in its reduce-scatter.
 """
 
 from __future__ import annotations
@@ -33,8 +46,9 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
+from minir1.dist import zero
 from minir1.dist.expert_parallel import ExpertParallel
-from minir1.dist.mesh import ParallelLayout
+from minir1.dist.mesh import DATA_PARALLEL, ParallelLayout
 from minir1.model.moe import moe_layers
 
 
@@ -43,12 +57,17 @@ def expert_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for m in model.modules() if isinstance(m, ExpertParallel) for p in m.parameters()]
 
 
-def apply_data_parallel(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
-    """``fully_shard`` every block and MTP module, then the whole model, over the 1-D ``mesh`` of
-    every rank (in place); expert-parallel experts are left to ``finish_gradients``."""
+def apply_data_parallel(model: nn.Module, mesh: DeviceMesh, dp: str = "zero1") -> nn.Module:
+    """Data parallelism over the 1-D ``mesh`` of every rank, in place: ``"zero1"`` (the optimiser
+    state divided) or ``"fsdp"`` (``fully_shard`` every block and MTP module, then the whole
+    model). Expert-parallel experts are left to ``finish_gradients`` either way."""
     if mesh.ndim != 1 or mesh.size() != dist.get_world_size():
         raise ValueError(f"apply_data_parallel: mesh must be 1-D over all "
                          f"{dist.get_world_size()} ranks, got shape {tuple(mesh.shape)}")
+    if dp not in DATA_PARALLEL:
+        raise ValueError(f"dp={dp!r}: data parallelism is one of {', '.join(DATA_PARALLEL)}")
+    if dp == "zero1":
+        return zero.attach(model, {id(p) for p in expert_parameters(model)}, mesh.get_group())
     ignored = set(expert_parameters(model)) or None
     for module in model.mtp:
         # its final norm runs outside the module's forward (Transformer.forward), so it needs
@@ -73,11 +92,13 @@ def finish_gradients(model: nn.Module, layout: ParallelLayout,
                      mesh: DeviceMesh | None = None) -> None:
     """After backward, before the optimiser step (every rank calls it).
 
-    Expert-parallel experts: sum each one's gradient over its replicas (edp). Then every expert
-    that no rank sent a token to this step loses its gradient, so the optimiser leaves it alone
-    exactly as in one process (where it never ran); FSDP and expert parallelism gave it zeros to
-    keep the collectives matched.
+    ZeRO-1: the gradients reduce-scattered to the ranks that own them. Expert-parallel experts:
+    sum each one's gradient over its replicas (edp). Then every expert that no rank sent a token to
+    this step loses its gradient, so the optimiser leaves it alone exactly as in one process (where
+    it never ran); FSDP and expert parallelism gave it zeros to keep the collectives matched.
     """
+    if (zero_one := zero.ZeroOne.of(model)) is not None:
+        zero_one.reduce_gradients()
     group = mesh["edp"].get_group() if mesh is not None and layout.edp > 1 else None
     if group is not None:
         for p in expert_parameters(model):
@@ -98,4 +119,11 @@ def finish_gradients(model: nn.Module, layout: ParallelLayout,
                     p.grad = None
 
 
-__all__ = ["apply_data_parallel", "expert_parameters", "finish_gradients"]
+def finish_step(model: nn.Module) -> None:
+    """After the optimiser step (every rank calls it): under ZeRO-1 the updated weights go from
+    their owners to every rank; FSDP2 needs nothing (each rank updated its shards in place)."""
+    if (zero_one := zero.ZeroOne.of(model)) is not None:
+        zero_one.gather_parameters()
+
+
+__all__ = ["apply_data_parallel", "expert_parameters", "finish_gradients", "finish_step"]

@@ -5,15 +5,16 @@ DeepSeek-V3 trained with 64-way expert parallelism over 8 nodes and ZeRO-1 data 
 (V3 §3.2); its dispatch all-to-all sends each token to at most M = 4 nodes over InfiniBand, once
 per node, and NVLink fans it out to the GPUs inside a node (V3 §3.2.2). This module runs one
 forward and backward of a small MoE model under torchrun, sharded as the Trainer shards it
-(``minir1.dist.parallel.Parallel.shard``: expert parallelism, then FSDP2), and rank 0 writes what
-it saw as JSON::
+(``minir1.dist.parallel.Parallel.shard``: expert parallelism, then ZeRO-1 or FSDP2), and rank 0
+writes what it saw as JSON::
 
     python -m torch.distributed.run --standalone --nproc_per_node=4 \\
-        -m minir1.dist.inspect --ep 2 --groups 2 --limit 1 --out inspect.json
+        -m minir1.dist.inspect --ep 2 --groups 2 --limit 1 --dp fsdp --out inspect.json
 
 * ``placement``: per rank, every parameter's name, global and local shape and kind
   (``"fsdp shard"``: a 1/world slice of a parameter every rank shares; ``"expert (this rank's)"``:
-  a whole routed expert only this rank of its EP group holds);
+  a whole routed expert only this rank of its EP group holds; under ZeRO-1 ``"whole, state
+  here"`` for a parameter whose AdamW moments this rank keeps, ``"whole"`` for the others);
 * ``moe``: per MoE layer, the world x world matrix of rows the dispatch all-to-all sent (row =
   source rank, column = destination; each rank's ``Traffic.to_rank`` placed at its EP group's
   ranks), the rows kept ``local``, sent within a simulated ``node`` and ``cross`` nodes and their
@@ -39,6 +40,7 @@ import torch
 from torch import nn
 
 from minir1.config import ModelConfig
+from minir1.dist.mesh import DATA_PARALLEL
 from minir1.model.moe import MoE
 from minir1.model.transformer import Transformer
 
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
 FSDP_SHARD = "fsdp shard"
 EXPERT = "expert (this rank's)"
+ZERO_OWNED, ZERO_WHOLE = "whole, state here", "whole"  # ZeRO-1: who keeps the moments
 
 
 def build_model(groups: int = 2, limit: int = 1, seed: int = 0, n_layers: int = 3) -> Transformer:
@@ -73,14 +76,18 @@ def placement(model: nn.Module, shapes: Mapping[str, Sequence[int]]) -> list[dic
     from torch.distributed.tensor import DTensor
 
     from minir1.dist.data_parallel import expert_parameters
+    from minir1.dist.zero import ZeroOne
 
     experts = {id(p) for p in expert_parameters(model)}
+    zero_one = ZeroOne.of(model)
     rows = []
     for name, p in model.named_parameters():
         if isinstance(p, DTensor):
             local, kind = p.to_local(), FSDP_SHARD
         elif id(p) in experts:
             local, kind = p, EXPERT
+        elif zero_one is not None:
+            local, kind = p, ZERO_OWNED if zero_one.owns(p) else ZERO_WHOLE
         else:
             local, kind = p, "replicated"
         rows.append({"name": name, "global_shape": list(shapes[name]),
@@ -134,7 +141,7 @@ def nodes_reached(indices: torch.Tensor, n_experts: int, ep: int, rank: int,
 
 
 def run(ep: int, groups: int, limit: int, batch: int = 8, seq_len: int = 32, seed: int = 0,
-        ) -> dict[str, Any] | None:
+        dp: str = "zero1") -> dict[str, Any] | None:
     """One sharded forward + backward under the current torchrun launch; the report on rank 0
     (None on the others). Every rank must call it."""
     import torch.distributed as dist
@@ -143,7 +150,7 @@ def run(ep: int, groups: int, limit: int, batch: int = 8, seq_len: int = 32, see
     from minir1.dist.expert_parallel import ranks_per_node
     from minir1.dist.mesh import device_type
 
-    launch = parallel.active() or parallel.init(ep)
+    launch = parallel.active() or parallel.init(ep, dp=dp)
     if launch is None:
         raise SystemExit("minir1.dist.inspect runs under torchrun: python -m "
                          "torch.distributed.run --standalone --nproc_per_node=N -m "
@@ -172,8 +179,8 @@ def run(ep: int, groups: int, limit: int, batch: int = 8, seq_len: int = 32, see
         return None
     ranks = [g for g in gathered if g is not None]
     return {
-        "world": layout.world, "ep": layout.ep, "edp": layout.edp, "groups": groups,
-        "limit": limit, "ranks_per_node": rpn, "top_k": cfg.n_activated_experts,
+        "world": layout.world, "ep": layout.ep, "edp": layout.edp, "dp": layout.dp,
+        "groups": groups, "limit": limit, "ranks_per_node": rpn, "top_k": cfg.n_activated_experts,
         "n_routed_experts": cfg.n_routed_experts, "dim": cfg.dim, "batch": batch,
         "seq_len": seq_len, "loss": float(loss),
         "params": {name: list(shape) for name, shape in shapes.items()},
@@ -262,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8, help="global batch (sequences)")
     p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dp", choices=DATA_PARALLEL, default="zero1", help="data parallelism")
     p.add_argument("--out", default="inspect.json", help="JSON file rank 0 writes")
     args = p.parse_args(argv)
     from minir1.dist import parallel
@@ -273,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     try:
-        report = run(args.ep, args.groups, args.limit, args.batch, args.seq_len, args.seed)
+        report = run(args.ep, args.groups, args.limit, args.batch, args.seq_len, args.seed,
+                     args.dp)
         if report is not None:
             Path(args.out).write_text(json.dumps(report, indent=1))
     finally:
@@ -281,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["EXPERT", "FSDP_SHARD", "build_model", "global_batch", "node_of", "node_traffic",
-           "nodes_reached", "placement", "run"]
+__all__ = ["EXPERT", "FSDP_SHARD", "ZERO_OWNED", "ZERO_WHOLE", "build_model", "global_batch",
+           "node_of", "node_traffic", "nodes_reached", "placement", "run"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -29,17 +29,23 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from minir1.config import ModelConfig
 
+DATA_PARALLEL = ("zero1", "fsdp")  # minir1.dist.data_parallel: V3's ZeRO-1, torch's FSDP2
+
 
 @dataclass(frozen=True)
 class ParallelLayout:
     world: int = 1  # processes; every one is a data-parallel rank
     ep: int = 1  # expert-parallel degree: consecutive ranks that share out the routed experts
+    dp: str = "zero1"  # data parallelism: "zero1" (optimiser state divided) or "fsdp" (all of it)
 
     def __post_init__(self) -> None:
         if self.world < 1:
             raise ValueError(f"world={self.world}: the number of processes must be >= 1")
         if self.ep < 1:
             raise ValueError(f"ep={self.ep}: the expert-parallel degree must be >= 1")
+        if self.dp not in DATA_PARALLEL:
+            raise ValueError(f"dp={self.dp!r}: data parallelism is one of "
+                             f"{', '.join(DATA_PARALLEL)}")
         if self.world % self.ep:
             raise ValueError(f"ep={self.ep} must divide world={self.world}: an expert-parallel "
                              "group is ep consecutive ranks, and every rank is in one")
@@ -83,7 +89,7 @@ def device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def init_distributed(ep: int = 1, cfg: ModelConfig | None = None,
+def init_distributed(ep: int = 1, cfg: ModelConfig | None = None, dp: str = "zero1",
                      ) -> tuple[ParallelLayout, DeviceMesh | None]:
     """Join the process group torchrun set up and build the mesh; ``(layout, None)`` without it.
 
@@ -92,7 +98,7 @@ def init_distributed(ep: int = 1, cfg: ModelConfig | None = None,
     on every rank with the rule.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    layout = ParallelLayout(world, ep)
+    layout = ParallelLayout(world, ep, dp)
     if cfg is not None:
         layout.check_model(cfg)
     if not launched_by_torchrun():
@@ -117,5 +123,5 @@ def build_mesh(layout: ParallelLayout, kind: str | None = None) -> DeviceMesh:
                             mesh_dim_names=("edp", "ep"))
 
 
-__all__ = ["ParallelLayout", "build_mesh", "device_type", "init_distributed",
+__all__ = ["DATA_PARALLEL", "ParallelLayout", "build_mesh", "device_type", "init_distributed",
            "launched_by_torchrun"]

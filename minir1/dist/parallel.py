@@ -2,7 +2,8 @@
 
 ``init(ep)`` joins the process group torchrun set up (``minir1.dist.mesh``) and returns the
 launch's ``Parallel``, which the ``Trainer`` picks up (``active()``); without torchrun it returns
-None and nothing changes. ``Parallel`` shards a model (expert parallelism, then FSDP2), gives each
+None and nothing changes. ``Parallel`` shards a model (expert parallelism, then ZeRO-1 or FSDP2,
+``minir1.dist.data_parallel``), gives each
 rank its rows of the global batch, sums what the ranks computed, clips the global gradient norm
 and gathers the whole model back into one process (for evaluation and the single-file checkpoint).
 
@@ -66,14 +67,15 @@ class Parallel:
         return self.rank == 0
 
     def shard(self, model: nn.Module) -> nn.Module:
-        """Expert parallelism (when ``ep > 1``), then FSDP2 over every rank; in place."""
+        """Expert parallelism (when ``ep > 1``), then the layout's data parallelism (ZeRO-1 or
+        FSDP2) over every rank; in place."""
         from minir1.dist.data_parallel import apply_data_parallel
         from minir1.dist.expert_parallel import apply_expert_parallel
 
         self.layout.check_model(model.cfg)
         if self.layout.ep > 1:
             apply_expert_parallel(model, self.mesh["ep"].get_group())
-        return apply_data_parallel(model, self.world_mesh)
+        return apply_data_parallel(model, self.world_mesh, self.layout.dp)
 
     def share(self, n: int) -> slice:
         """This rank's contiguous ``1 / world`` of ``n`` items (rows of a batch, prompts)."""
@@ -95,26 +97,45 @@ class Parallel:
         return x
 
     def finish_gradients(self, model: nn.Module) -> None:
+        """After backward, before clipping and the optimiser step."""
         from minir1.dist.data_parallel import finish_gradients
 
         finish_gradients(model, self.layout, self.mesh)
 
+    def finish_step(self, model: nn.Module) -> None:
+        """After the optimiser step (ZeRO-1: every rank gets the weights the others updated)."""
+        from minir1.dist.data_parallel import finish_step
+
+        finish_step(model)
+
     @torch.no_grad()
     def clip_grad_norm(self, model: nn.Module, max_norm: float) -> torch.Tensor:
-        """``torch.nn.utils.clip_grad_norm_`` over the whole distributed model: the FSDP shards
-        are disjoint (squares summed over every rank), an expert lives on one rank of each EP
-        group (summed over the group)."""
+        """``torch.nn.utils.clip_grad_norm_`` over the whole distributed model (after
+        ``finish_gradients``): the FSDP shards, or the parameters ZeRO-1 ranks own, are disjoint
+        (squares summed over every rank), an expert lives on one rank of each EP group (summed
+        over the group)."""
         from torch.distributed.tensor import DTensor
 
         from minir1.dist.data_parallel import expert_parameters
+        from minir1.dist.zero import ZeroOne
 
         experts = {id(p) for p in expert_parameters(model)}
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        sharded = [g.to_local() for g in grads if isinstance(g, DTensor)]
-        local = [p.grad for p in model.parameters() if p.grad is not None and id(p) in experts]
-        if len(sharded) + len(local) != len(grads):
-            raise RuntimeError("clip_grad_norm: a gradient is neither an FSDP shard nor an "
-                               "expert's; shard the model with Parallel.shard first")
+        zero_one = ZeroOne.of(model)
+        grads, sharded, local = [], [], []  # all; disjoint over the world; over the EP group
+        for p in model.parameters():
+            if p.grad is None:
+                continue
+            grads.append(p.grad)
+            if id(p) in experts:
+                local.append(p.grad)
+            elif isinstance(p.grad, DTensor):
+                sharded.append(p.grad.to_local())
+            elif zero_one is not None and zero_one.owns(p):
+                sharded.append(p.grad)
+            else:
+                raise RuntimeError("clip_grad_norm: a gradient is neither a shard, nor a ZeRO-1 "
+                                   "owner's, nor an expert's; shard the model with "
+                                   "Parallel.shard and call finish_gradients first")
         sq = torch.stack([_sum_sq(sharded), _sum_sq(local)])
         dist.all_reduce(sq[0:1])
         if self.layout.ep > 1:
@@ -177,9 +198,10 @@ def _sum_sq(tensors: list[torch.Tensor]) -> torch.Tensor:
     return sum(t.float().pow(2).sum() for t in tensors).cpu()
 
 
-def init(ep: int = 1, cfg: ModelConfig | None = None) -> Parallel | None:
-    """Join a torchrun launch with expert-parallel degree ``ep`` and make it the active one
-    (which the ``Trainer`` uses); None outside torchrun (``ep`` must then be 1).
+def init(ep: int = 1, cfg: ModelConfig | None = None, dp: str = "zero1") -> Parallel | None:
+    """Join a torchrun launch with expert-parallel degree ``ep`` and data parallelism ``dp``
+    (``"zero1"`` or ``"fsdp"``) and make it the active one (which the ``Trainer`` uses); None
+    outside torchrun (``ep`` must then be 1).
 
     The layout is checked (against ``cfg`` when given) before any collective runs."""
     global _ACTIVE
@@ -188,7 +210,7 @@ def init(ep: int = 1, cfg: ModelConfig | None = None) -> Parallel | None:
             raise ValueError(f"--ep {ep} needs several processes: launch with torchrun "
                              f"--nproc_per_node=N (N a multiple of {ep})")
         return None
-    layout, mesh = init_distributed(ep, cfg)
+    layout, mesh = init_distributed(ep, cfg, dp)
     _ACTIVE = Parallel.of_process_group(layout, mesh)
     return _ACTIVE
 

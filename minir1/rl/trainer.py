@@ -249,6 +249,8 @@ class GRPOTrainer:
                 else:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
+                if self.parallel is not None:
+                    self.parallel.finish_step(model)
                 # keep the aux-loss-free balancing running, as in pre-training
                 if model.moe_layers():
                     model.update_expert_bias()

@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 
 from minir1.config import ModelConfig
 from minir1.data.tokenizer import Tokenizer
+from minir1.dist.zero import owns
 from minir1.model.transformer import Transformer
 from minir1.weights import CheckpointError, read_safetensors
 
@@ -124,16 +125,17 @@ def save_training_state(path: Path, model: torch.nn.Module,
 def _moments(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              create: set[str] | None = None) -> dict[str, torch.Tensor]:
     """``{name.step|exp_avg|exp_avg_sq: tensor}`` of the optimiser's state: sharded like the
-    parameter (a DTensor under FSDP). ``create``: the parameters to make zeros for, to load into
-    (those the checkpoint has state for: AdamW makes a parameter's state at its first gradient,
-    so an expert idle until the save has none)."""
+    parameter (a DTensor under FSDP; whole, and only on the rank that owns it, under ZeRO-1).
+    ``create``: the parameters to make zeros for, to load into (those the checkpoint has state
+    for: AdamW makes a parameter's state at its first gradient, so an expert idle until the save
+    has none); under ZeRO-1 only those this rank owns."""
     if create is not None:
         names = {id(p): n for n, p in model.named_parameters()}
         for group in optimizer.param_groups:
             # where AdamW itself keeps ``step``: beside the parameter for a fused kernel
             on_device = group.get("fused") or group.get("capturable")
             for p in group["params"]:
-                if names[id(p)] not in create:
+                if names[id(p)] not in create or not owns(model, p):
                     continue
                 step = torch.zeros((), dtype=torch.float32,
                                    device=p.device if on_device else "cpu")

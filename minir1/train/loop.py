@@ -272,6 +272,8 @@ class Trainer:
                 f"last good checkpoint (if any) is intact at {self.checkpoint_path}")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if parallel is not None:
+            parallel.finish_step(model)
         has_moe = bool(model.moe_layers())
         maxvio = model.update_expert_bias(cfg.bias_update_speed) if has_moe else torch.zeros(1)
         self.step += 1

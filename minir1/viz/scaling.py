@@ -54,7 +54,7 @@ def render_mesh(layout: ParallelLayout, n_experts: int, batch: int | None = None
         group, pos = divmod(rank, layout.ep)
         experts = layout.local_experts(rank, n_experts)
         note = (f"experts {experts.start}-{experts.stop - 1}" if layout.ep > 1
-                else "a shard of every expert")
+                else "every expert" if layout.dp == "zero1" else "a shard of every expert")
         if per is not None:
             note += f"\nbatch rows {rank * per}-{(rank + 1) * per - 1}"
         draw_box(ax, (pos, group), (0.84, 0.66), f"rank {rank}", note, title_dy=-0.16,
@@ -66,8 +66,10 @@ def render_mesh(layout: ParallelLayout, n_experts: int, batch: int | None = None
         if layout.edp > 1:
             ax.text(pos, -0.6, "same experts: their\ngradients summed (edp)", ha="center",
                     va="center", fontsize=8, color="#555555")
-    ax.text((layout.ep - 1) / 2, layout.edp - 0.2, f"FSDP2: every other parameter is split "
-            f"over all {layout.world} ranks", ha="center", va="center", fontsize=8,
+    rest = (f"ZeRO-1: every other parameter whole on every rank, its AdamW state split over all "
+            f"{layout.world}" if layout.dp == "zero1" else
+            f"FSDP2: every other parameter is split over all {layout.world} ranks")
+    ax.text((layout.ep - 1) / 2, layout.edp - 0.2, rest, ha="center", va="center", fontsize=8,
             color="#555555")
     if ranks_per_node and ranks_per_node < layout.ep:
         for group in range(layout.edp):

@@ -72,8 +72,8 @@ def reference(aggregation: str) -> tuple[list[float], dict[str, torch.Tensor]]:
     return [x.item() for x in losses], t.model.state_dict()
 
 
-def rank_fn(rank: int, world: int, ep: int, aggregation: str) -> dict:
-    parallel = Parallel.of_process_group(ParallelLayout(world, ep))
+def rank_fn(rank: int, world: int, ep: int, aggregation: str, dp: str) -> dict:
+    parallel = Parallel.of_process_group(ParallelLayout(world, ep, dp))
     t = trainer(aggregation, parallel)
     losses = updates(t, groups_of(rollout(), rank, world))
     # the global loss of each update: the ranks' shares summed
@@ -82,13 +82,14 @@ def rank_fn(rank: int, world: int, ep: int, aggregation: str) -> dict:
     return {"shares": shares, "state": parallel.full_state_dict(t.module)}
 
 
-@pytest.mark.parametrize(("ep", "aggregation"), [(1, "sequence"), (2, "token")])
-def test_grpo_update_matches_one_process(ep, aggregation):
-    """2 processes (FSDP(2), and FSDP(2) x EP(2)), each with 2 of the 4 groups: after 3 updates
-    on the same rollout every weight equals the one-process run's (1e-5), and the sequence-mean
-    loss, summed over the ranks' shares, is the one-process loss."""
+@pytest.mark.parametrize(("ep", "aggregation", "dp"), [(1, "sequence", "zero1"),
+                                                      (2, "token", "zero1"), (2, "token", "fsdp")])
+def test_grpo_update_matches_one_process(ep, aggregation, dp):
+    """2 processes (ZeRO-1(2), ZeRO-1(2) x EP(2), FSDP(2) x EP(2)), each with 2 of the 4 groups:
+    after 3 updates on the same rollout every weight equals the one-process run's (1e-5), and the
+    sequence-mean loss, summed over the ranks' shares, is the one-process loss."""
     ref_losses, ref_state = reference(aggregation)
-    results = run(rank_fn, 2, ep, aggregation, timeout=180)
+    results = run(rank_fn, 2, ep, aggregation, dp, timeout=180)
     state = results[0]["state"]
     assert state.keys() == ref_state.keys()
     for name, value in ref_state.items():

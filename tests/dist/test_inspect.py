@@ -15,30 +15,42 @@ import numpy as np
 import pytest
 import torch
 
-from minir1.dist.inspect import EXPERT, FSDP_SHARD, node_of, node_traffic, nodes_reached
+from minir1.dist.inspect import (
+    EXPERT,
+    FSDP_SHARD,
+    ZERO_OWNED,
+    ZERO_WHOLE,
+    node_of,
+    node_traffic,
+    nodes_reached,
+)
 
 pytestmark = pytest.mark.xdist_group("inspect")
 ROOT = Path(__file__).resolve().parents[2]
 WORLD, EP, GROUPS, LIMIT = 4, 2, 2, 1
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("inspect") / "inspect.json"
+def inspect(out: Path, world: int, *args: str) -> dict:
     # CPU processes over gloo even where a GPU is visible (4 ranks, one GPU at most)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
            "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc_per_node={WORLD}", "-m", "minir1.dist.inspect", "--ep", str(EP),
-         "--groups", str(GROUPS), "--limit", str(LIMIT), "--out", str(out)],
+         f"--nproc_per_node={world}", "-m", "minir1.dist.inspect", *args, "--out", str(out)],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())
 
 
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    return inspect(tmp_path_factory.mktemp("inspect") / "inspect.json", WORLD, "--ep", str(EP),
+                   "--groups", str(GROUPS), "--limit", str(LIMIT), "--dp", "fsdp")
+
+
 def test_the_layout_is_reported(report):
     assert (report["world"], report["ep"], report["edp"]) == (WORLD, EP, WORLD // EP)
+    assert report["dp"] == "fsdp"
     assert (report["groups"], report["limit"]) == (GROUPS, LIMIT)
     assert report["ranks_per_node"] == 1  # 2 groups over EP 2: each rank holds one group
     assert np.isfinite(report["loss"])
@@ -151,3 +163,20 @@ def test_nodes_reached_counts_nodes_sends_and_forwards():
     seen = nodes_reached(indices, 8, 4, rank=0, ranks_per_node=1)
     assert seen["nodes_per_token"] == [0, 2, 1, 0] and seen["forwards"] == 0
     assert seen["node_sends"] == 1 + 2 + 2
+
+
+def test_zero1_keeps_whole_weights_and_divides_the_state(tmp_path):
+    """ZeRO-1 on 2 ranks: every parameter whole on both, its AdamW state on exactly one, the
+    two ranks' shares of the elements within the largest parameter of each other."""
+    got = inspect(tmp_path / "zero.json", 2, "--ep", "1", "--groups", "1", "--dp", "zero1")
+    assert got["dp"] == "zero1"
+    owned = [0, 0]
+    for name, shape in got["params"].items():
+        held = [(rank, r) for rank, rows in enumerate(got["placement"])
+                for r in rows if r["name"] == name]
+        assert len(held) == 2 and all(r["local_shape"] == shape for _, r in held)
+        owners = [rank for rank, r in held if r["kind"] == ZERO_OWNED]
+        assert len(owners) == 1 and all(r["kind"] in (ZERO_OWNED, ZERO_WHOLE) for _, r in held)
+        owned[owners[0]] += int(np.prod(shape))
+    largest = max(int(np.prod(s)) for s in got["params"].values())
+    assert abs(owned[0] - owned[1]) <= largest

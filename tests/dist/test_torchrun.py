@@ -62,7 +62,7 @@ def test_pretrain_under_torchrun_matches_one_process(tmp_path_factory):
     assert done.stdout.count("pretrained tiny for 4 steps") == 1  # rank 0 reports, once
     two, _, meta = load_model(out / "checkpoint")
     one, _, _ = load_model(tmp / "one" / "checkpoint")
-    assert meta["parallel"] == {"world": 2, "ep": 2} and meta["step"] == 4
+    assert meta["parallel"] == {"world": 2, "ep": 2, "dp": "zero1"} and meta["step"] == 4
     x = torch.randint(0, one.cfg.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(two.eval()(x).logits, one.eval()(x).logits,

@@ -1,7 +1,7 @@
-"""The Trainer under a launch: one process, FSDP(2), FSDP(2) x EP(2) with gradient accumulation,
-on the same global batches with unevenly masked targets, give the same losses; a sharded checkpoint
-resumes at another world size and EP degree (2 -> 4 -> 1, and 1 -> 2) on the same losses, and
-loads in one process."""
+"""The Trainer under a launch: one process, ZeRO-1 or FSDP(2), alone and x EP(2) with gradient
+accumulation, on the same global batches with unevenly masked targets, give the same losses; a
+sharded checkpoint resumes at another world size, EP degree and data parallelism (FSDP 2 -> ZeRO-1
+4 -> 1, and 1 -> 2) on the same losses, and loads in one process."""
 
 from __future__ import annotations
 
@@ -79,9 +79,9 @@ def logits(model: Transformer) -> torch.Tensor:
 
 
 def rank_fn(rank: int, world: int, ep: int, grad_accum: int, out: str | None,
-            stop: int | None) -> dict:
+            stop: int | None, dp: str = "zero1") -> dict:
     """Train (resuming from ``out`` when it holds a checkpoint) to ``stop`` steps, then save."""
-    t = trainer(grad_accum, out, Parallel.of_process_group(ParallelLayout(world, ep)))
+    t = trainer(grad_accum, out, Parallel.of_process_group(ParallelLayout(world, ep, dp)))
     if out is not None and (Path(out) / "checkpoint").exists():
         t.resume()
     rows = []
@@ -97,12 +97,14 @@ def copy(src: Path, dst: Path) -> str:
     return str(dst)
 
 
+@pytest.mark.parametrize("dp", ["zero1", "fsdp"])
 @pytest.mark.parametrize(("world", "ep", "grad_accum"), [(2, 1, 1), (2, 2, 2)])
-def test_trainer_matches_one_process(world, ep, grad_accum):
-    """FSDP(2) and FSDP(2) x EP(2) with 2 micro-batches: the one-process losses (1e-5 relative)
-    over 10 steps, equal on every rank, though the ranks hold different numbers of targets."""
+def test_trainer_matches_one_process(world, ep, grad_accum, dp):
+    """ZeRO-1 or FSDP, over 2 ranks and 2 ranks x EP(2) with 2 micro-batches: the one-process
+    losses (1e-5 relative) over 10 steps, equal on every rank, though the ranks hold different
+    numbers of targets."""
     ref, _ = reference()
-    results = run(rank_fn, world, ep, grad_accum, None, None, timeout=180)
+    results = run(rank_fn, world, ep, grad_accum, None, None, dp, timeout=180)
     for r in results:
         assert r["losses"] == pytest.approx(ref, rel=1e-5)
         assert r["losses"] == results[0]["losses"]
@@ -116,20 +118,20 @@ def test_gradient_accumulation_matches_one_batch():
 
 
 def test_resume_at_other_topologies(tmp_path):
-    """Steps 1-4 on FSDP(2) x EP(2), 5-7 on FSDP(4) x EP(2), 8-10 in one process: the losses of
-    the straight run; the one-process run's logits; the sharded checkpoint loads in one process
-    and exports to a Hugging Face directory."""
+    """Steps 1-4 on FSDP(2) x EP(2), 5-7 on ZeRO-1(4) x EP(2), 8-10 in one process: the losses
+    of the straight run; the one-process run's logits; the sharded checkpoint loads in one
+    process and exports to a Hugging Face directory."""
     ref, ref_logits = reference()
     a = tmp_path / "a"
-    first = run(rank_fn, 2, 2, 1, str(a), 4, timeout=180)[0]
-    second = run(rank_fn, 4, 2, 1, copy(a, tmp_path / "b"), 7, timeout=180)[0]
+    first = run(rank_fn, 2, 2, 1, str(a), 4, "fsdp", timeout=180)[0]
+    second = run(rank_fn, 4, 2, 1, copy(a, tmp_path / "b"), 7, "zero1", timeout=180)[0]
     resumed = trainer(1, copy(tmp_path / "b", tmp_path / "c"), None)
     resumed.resume()
     third = losses(resumed.fit(resume=True))
     got = {**first["losses"], **second["losses"], **{s: v for s, v in third.items() if s > 7}}
     assert got == pytest.approx(ref, rel=1e-5)
     model, _, meta = load_model(tmp_path / "b" / "checkpoint")
-    assert meta["step"] == 7 and meta["parallel"] == {"world": 4, "ep": 2}
+    assert meta["step"] == 7 and meta["parallel"] == {"world": 4, "ep": 2, "dp": "zero1"}
     assert torch.allclose(logits(resumed.model), ref_logits, rtol=1e-4, atol=1e-4)
     # the sharded run's checkpoint as a Hugging Face directory: the same model back
     save_pretrained(model, tmp_path / "hf")
@@ -138,8 +140,8 @@ def test_resume_at_other_topologies(tmp_path):
 
 
 def test_resume_one_process_run_sharded(tmp_path):
-    """1 -> 2: a one-process checkpoint at step 5 resumes on FSDP(2) x EP(2) to the same losses,
-    with the one-process expert biases."""
+    """1 -> 2: a one-process checkpoint at step 5 resumes on ZeRO-1(2) x EP(2) to the same
+    losses, with the one-process expert biases."""
     ref, _ = reference()
     t = trainer(1, str(tmp_path / "one"), None)
     for _ in range(5):

@@ -51,8 +51,13 @@ def test_mesh_one_box_per_rank_with_its_experts_rows_and_nodes():
     assert len(dashed) == 4  # 2 nodes in each of the 2 EP groups
     assert "nodes of 2" in fig._suptitle.get_text()
     plt.close(fig)
-    fig = render_mesh(ParallelLayout(2, 1), n_experts=16)
-    assert "a shard of every expert" in [t.get_text() for t in fig.axes[0].texts]
+    fig = render_mesh(ParallelLayout(2, 1, "fsdp"), n_experts=16)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "a shard of every expert" in texts and any(t.startswith("FSDP2:") for t in texts)
+    plt.close(fig)
+    fig = render_mesh(ParallelLayout(2, 1), n_experts=16)  # ZeRO-1: whole on every rank
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "every expert" in texts and any(t.startswith("ZeRO-1:") for t in texts)
     plt.close(fig)
     with pytest.raises(ValueError, match="must divide n_experts"):
         render_mesh(ParallelLayout(4, 4), n_experts=6)

@@ -7,7 +7,15 @@ import pytest
 
 from minir1.cli import main
 
-COMMANDS = ["demo", "params", "data", "pretrain", "sft", "eval", "r1-zero", "r1", "distill"]
+COMMANDS = ["demo", "params", "plan", "data", "pretrain", "sft", "eval", "r1-zero", "r1",
+            "distill"]
+
+
+def test_the_command_list_is_every_subcommand():
+    out = subprocess.run([sys.executable, "-m", "minir1.cli", "--help"], capture_output=True,
+                         text=True).stdout
+    listed = out[out.index("{") + 1:out.index("}")].split(",")
+    assert sorted(listed) == sorted(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

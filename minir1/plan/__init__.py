@@ -10,6 +10,8 @@ from first principles, checked against the papers' own figures.
   which GPU runs which model, the R1-Distill family included
 - ``comm``: the expert-parallel all-to-all per token and MoE layer: rows, bytes, time on IB and
   NVLink, node-limited routing, and the compute:communication ratio (V3 §2.1.2, §3.2)
+- ``schedule``: the pipeline schedules 1F1B, ZB1P, DualPipe and DualPipeV simulated as per-rank
+  timelines, their bubbles and peak activations checked against V3 Table 2 (§3.2.1, Figures 4-5)
 - ``report``: all of it as one dict (``minir1 plan --json``) and as text (``minir1 plan``)
 """
 
@@ -19,7 +21,16 @@ from minir1.plan.hardware import GPU, GPUS, get_gpu
 from minir1.plan.inference import DISTILL, fit_table, kv_equivalents, served
 from minir1.plan.memory import NAIVE_LAYOUTS, V3_LAYOUT, Layout, training_memory
 from minir1.plan.report import format_plan, plan
+from minir1.plan.schedule import (
+    SCHEDULES,
+    ChunkTimes,
+    Timeline,
+    simulate,
+    table2,
+    table2_conditions,
+)
 
-__all__ = ["DISTILL", "GPU", "GPUS", "NAIVE_LAYOUTS", "V3_LAYOUT", "Layout", "a2a_rows",
-           "fit_table", "format_plan", "get_gpu", "kv_equivalents", "plan", "served", "table1",
-           "traffic", "training_cost", "training_memory"]
+__all__ = ["DISTILL", "GPU", "GPUS", "NAIVE_LAYOUTS", "SCHEDULES", "V3_LAYOUT", "ChunkTimes",
+           "Layout", "Timeline", "a2a_rows", "fit_table", "format_plan", "get_gpu",
+           "kv_equivalents", "plan", "served", "simulate", "table1", "table2",
+           "table2_conditions", "traffic", "training_cost", "training_memory"]

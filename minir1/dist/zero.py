@@ -6,8 +6,9 @@ batch, and owns the AdamW moments of only ``1 / world`` of the parameters. After
 gradients are **reduce-scattered**: each rank receives the sum over the ranks for the parameters
 it owns, and nothing for the others. Each rank steps its own parameters, then the updated weights
 are **all-gathered** so that every rank holds all of them again. The two collectives carry as
-much as one all-reduce of the gradients (what plain data parallelism sends), so the state saved
-costs no extra traffic; what ZeRO-1 does not save is the weights and gradients themselves, which
+much as one ring all-reduce of the gradients (what plain data parallelism sends; NCCL's ring
+all-reduce is exactly a reduce-scatter then an all-gather), so dividing the state costs no extra
+traffic there; what ZeRO-1 does not divide is the weights and gradients themselves, which
 full sharding (FSDP2, ``minir1.dist.data_parallel``) also divides, at the price of an all-gather
 per block in forward and again in backward.
 
@@ -17,7 +18,10 @@ whose gradient is absent on every rank (an expert no token reached) keeps no gra
 skipped, as in one process. Each rank's parameters sit in one contiguous segment of a flat buffer,
 padded to the longest segment, so that each collective is one call. Routed experts under expert
 parallelism are left out: they differ between ranks (``finish_gradients`` sums their gradients
-over their replicas, and every replica steps them).
+over their replicas, and every replica steps them). The flat buffers exist only during their
+collective, so between steps a rank holds the whole weights, the gradients of what it owns and
+the moments of what it owns: with ``world`` ranks about ``(1 + 3 / world)`` model-sized tensors in
+place of AdamW's usual four (weights, gradients, two moments).
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ class ZeroOne:
                  group: dist.ProcessGroup | None = None) -> None:
         self.group = group
         self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
-        ignored = ignored or set()
-        self.params = [p for p in model.parameters() if p.requires_grad and id(p) not in ignored]
+        self.ignored = set(ignored or ())  # left out on purpose (expert-parallel experts)
+        self.params = [p for p in model.parameters()
+                       if p.requires_grad and id(p) not in self.ignored]
         if len({(p.dtype, p.device) for p in self.params}) > 1:
             raise ValueError("ZeroOne: every replicated parameter must have one dtype and device "
                              "(they share one flat buffer)")
@@ -51,11 +56,10 @@ class ZeroOne:
         for p, r in zip(self.params, self.owner, strict=True):
             self.offset.append(loads[r])
             loads[r] += p.numel()
-        self.segment = max(loads)  # every rank's segment padded to the longest
-        like = self.params[0] if self.params else torch.zeros(())
-        self.flat = like.new_zeros(self.world * self.segment)  # gradients in, weights out
-        self.mine = like.new_zeros(self.segment)  # this rank's summed gradients (p.grad views)
-        self.send = like.new_zeros(self.segment)  # this rank's updated weights
+        self.segment = max(loads, default=0)  # every rank's segment padded to the longest
+        # the flat buffers live only inside a collective: kept between steps, the whole-model
+        # one would cost more memory than the optimiser state ZeRO-1 divides
+        self._like = self.params[0] if self.params else torch.zeros(())
 
     @classmethod
     def of(cls, model: nn.Module) -> ZeroOne | None:
@@ -63,9 +67,11 @@ class ZeroOne:
         return getattr(model, _ATTR, None)
 
     def owns(self, p: nn.Parameter) -> bool:
-        """Whether this rank keeps ``p``'s optimiser state (True for a parameter left out)."""
+        """Whether this rank keeps ``p``'s optimiser state: one it owns, or one left out on
+        purpose (an expert, kept by every replica). A parameter frozen when the model was
+        sharded belongs to nobody."""
         i = self._index.get(id(p))
-        return i is None or self.owner[i] == self.rank
+        return id(p) in self.ignored if i is None else self.owner[i] == self.rank
 
     def _slot(self, i: int) -> slice:
         start = self.owner[i] * self.segment + self.offset[i]
@@ -76,30 +82,32 @@ class ZeroOne:
         """After backward: each owned parameter's gradient summed over the ranks; the others'
         dropped. A gradient absent on every rank stays absent (AdamW then skips the parameter)."""
         present = torch.tensor([p.grad is not None for p in self.params], dtype=torch.int32,
-                               device=self.flat.device)
+                               device=self._like.device)
         dist.all_reduce(present, group=self.group)
+        flat = self._like.new_zeros(self.world * self.segment)  # the padding stays zero
         for i, p in enumerate(self.params):
-            slot = self.flat[self._slot(i)]
-            slot.zero_() if p.grad is None else slot.copy_(p.grad.reshape(-1))
-        _reduce_scatter(self.mine, self.flat, group=self.group)  # a sum
+            if p.grad is not None:
+                flat[self._slot(i)].copy_(p.grad.reshape(-1))
+                p.grad = None  # freed as it is copied: the peak stays one model's worth
+        mine = self._like.new_empty(self.segment)  # this rank's summed gradients
+        _reduce_scatter(mine, flat, group=self.group)  # a sum
+        del flat
         for i, (p, any_grad) in enumerate(zip(self.params, present.tolist(), strict=True)):
             if self.owner[i] == self.rank and any_grad:
-                n = p.numel()
-                p.grad = self.mine[self.offset[i]:self.offset[i] + n].view_as(p)
-            else:
-                p.grad = None
+                p.grad = mine[self.offset[i]:self.offset[i] + p.numel()].view_as(p)
 
     @torch.no_grad()
     def gather_parameters(self) -> None:
         """After the optimiser step: every rank's updated parameters to every rank."""
+        send = self._like.new_zeros(self.segment)
         for i, p in enumerate(self.params):
             if self.owner[i] == self.rank:
-                self.send[self.offset[i]:self.offset[i] + p.numel()].copy_(p.reshape(-1))
-        _all_gather(self.flat, self.send, group=self.group)
+                send[self.offset[i]:self.offset[i] + p.numel()].copy_(p.reshape(-1))
+        flat = self._like.new_empty(self.world * self.segment)
+        _all_gather(flat, send, group=self.group)
         for i, p in enumerate(self.params):
             if self.owner[i] != self.rank:
-                p.copy_(self.flat[self._slot(i)].view_as(p))
-
+                p.copy_(flat[self._slot(i)].view_as(p))
 
 def owners(sizes: list[int], world: int) -> list[int]:
     """The rank that owns each parameter: largest first, each to the least loaded rank (ties to

@@ -139,6 +139,20 @@ def test_resume_at_other_topologies(tmp_path):
     torch.testing.assert_close(logits(again), logits(model))
 
 
+def test_resume_zero1_at_other_world_sizes_and_into_fsdp(tmp_path):
+    """Steps 1-4 on ZeRO-1(2), 5-7 on ZeRO-1(4) x EP(2), 8-10 on FSDP(2) x EP(2): each rank finds
+    the moments of the parameters it now owns (or its shards of them), and the losses are the
+    straight run's."""
+    ref, _ = reference()
+    first = run(rank_fn, 2, 1, 1, str(tmp_path / "a"), 4, "zero1", timeout=180)[0]
+    second = run(rank_fn, 4, 2, 1, copy(tmp_path / "a", tmp_path / "b"), 7, "zero1",
+                 timeout=180)[0]
+    third = run(rank_fn, 2, 2, 1, copy(tmp_path / "b", tmp_path / "c"), None, "fsdp",
+                timeout=180)[0]
+    got = {**first["losses"], **second["losses"], **third["losses"]}
+    assert got == pytest.approx(ref, rel=1e-5)
+
+
 def test_resume_one_process_run_sharded(tmp_path):
     """1 -> 2: a one-process checkpoint at step 5 resumes on ZeRO-1(2) x EP(2) to the same
     losses, with the one-process expert biases."""

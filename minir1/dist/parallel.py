@@ -121,11 +121,10 @@ class Parallel:
 
         experts = {id(p) for p in expert_parameters(model)}
         zero_one = ZeroOne.of(model)
-        grads, sharded, local = [], [], []  # all; disjoint over the world; over the EP group
+        sharded, local = [], []  # disjoint over the world; over the EP group (local tensors)
         for p in model.parameters():
             if p.grad is None:
                 continue
-            grads.append(p.grad)
             if id(p) in experts:
                 local.append(p.grad)
             elif isinstance(p.grad, DTensor):
@@ -142,8 +141,8 @@ class Parallel:
             dist.all_reduce(sq[1:2], group=self.mesh["ep"].get_group())
         total = sq.sum().sqrt()
         coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-        for g in grads:
-            (g.to_local() if isinstance(g, DTensor) else g).mul_(coef.to(g.dtype))
+        for g in sharded + local:  # in place: to_local() is the DTensor's own storage
+            g.mul_(coef.to(g.dtype))
         return total
 
     def full_state_dict(self, model: nn.Module,

@@ -10,6 +10,8 @@ infer, eval):
 - ``data_parallel``: ZeRO-1 or FSDP2 over every rank for the replicated parameters, and the
   experts' gradient reduction beside it
 - ``parallel``: one torchrun launch as the trainers see it (``init``, ``Parallel``)
+- ``pipeline``: the pipeline schedules of ``minir1.plan.schedule`` (1F1B, ZB1P, DualPipe,
+  DualPipeV) run for real, activations and gradients sent between ranks (V3 §3.2.1)
 - ``inspect``: one sharded forward and backward under torchrun, reported as JSON: where every
   parameter lives and the rank x rank rows of every dispatch all-to-all
   (``python -m minir1.dist.inspect``)
@@ -18,4 +20,5 @@ infer, eval):
 from minir1.utils import lazy_submodules
 
 __getattr__, __dir__ = lazy_submodules(
-    __name__, ("data_parallel", "expert_parallel", "inspect", "mesh", "parallel", "zero"))
+    __name__,
+    ("data_parallel", "expert_parallel", "inspect", "mesh", "parallel", "pipeline", "zero"))

@@ -137,8 +137,8 @@ class Transformer(nn.Module):
                     balance.append(aux)
 
         if targets is not None:
-            out.lm_loss = _cross_entropy(out.logits, targets)
-            out.mtp_losses = [_cross_entropy(lg, targets[:, k:])
+            out.lm_loss = next_token_loss(out.logits, targets)
+            out.mtp_losses = [next_token_loss(lg, targets[:, k:])
                               for k, lg in enumerate(out.mtp_logits, start=1)]
             zero = out.lm_loss.new_zeros(())
             out.mtp_loss = ((self.cfg.mtp_loss_weight / len(self.mtp)) * sum(out.mtp_losses)
@@ -173,6 +173,8 @@ class Transformer(nn.Module):
         return self
 
 
-def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of (B, T, vocab) logits against (B, T) targets, in fp32 whatever the
+    logits' dtype; ``IGNORE_INDEX`` targets carry no loss."""
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                            ignore_index=IGNORE_INDEX)

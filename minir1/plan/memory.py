@@ -6,7 +6,10 @@ optimizer state, FP32 master weights (4 B) and AdamW's two moments in BF16 (2 x 
 divides the state over the data-parallel replicas of that parameter (Rajbhandari et al. 2020,
 stage 1): all DP ranks for attention and dense weights, ``DP x TP / EP`` for a routed expert.
 DualPipe keeps two copies of the parameters, rank r holding pipeline stages r and PP-1-r, and
-PP + 1 micro-batches of activations in flight against 1F1B's PP (V3 Table 2). Layers are spread as
+PP + 1 micro-batches of activations in flight on every rank against 1F1B's PP on the first (V3
+Table 2); what each rank holds is read off the schedule's simulated timeline
+(``minir1.plan.schedule``): PP - r micro-batches on rank r under 1F1B, and under DualPipe the
+peak of its two stages' activations, each weighted by its own size. Layers are spread as
 evenly as possible; the stages one layer short are the first and last, which also hold the
 embedding and the head (and the MTP module, V3 §3.2.3).
 
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from minir1.config import ModelConfig
 from minir1.model.params import count_params
 from minir1.plan.hardware import GIB, GPU, GPUS_PER_NODE, H800
+from minir1.plan.schedule import simulate
 
 # bytes per value
 BF16, FP32, E5M6 = 2, 4, 1.5  # E5M6: the 12-bit format for W^O's input (V3 §3.3.3)
@@ -200,7 +204,8 @@ class TrainingMemory:
     rank: int  # the pipeline rank that needs the most memory (the one that decides)
     stages: tuple[int, ...]  # the stages it holds
     params: float  # parameters on that GPU
-    in_flight: int  # micro-batches whose activations are held (PP+1 DualPipe, PP 1F1B, 1 no PP)
+    # micro-batches whose activations it holds at its peak (DualPipe: PP+1; 1F1B: PP - rank)
+    in_flight: int
     bytes: dict[str, float] = field(default_factory=dict)  # per component
 
     @property
@@ -217,15 +222,21 @@ def training_memory(cfg: ModelConfig, layout: Layout | None = None) -> TrainingM
     layout.validate(cfg)
     loads = stage_loads(cfg, layout)
     shard = (layout.dp, layout.expert_dp) if layout.zero1 else (1, 1)
-    in_flight = 1 if layout.pp == 1 else layout.pp + (1 if layout.dualpipe else 0)
+    # enough micro-batches that every rank reaches its steady-state peak
+    timeline = (simulate("DualPipe" if layout.dualpipe else "1F1B", layout.pp, 2 * layout.pp)
+                if layout.pp > 1 else None)
     worst = None
     for rank in range(layout.pp):
         held = tuple(sorted({rank, layout.pp - 1 - rank})) if layout.dualpipe else (rank,)
         nonexpert = sum(loads[s].nonexpert for s in held) / layout.tp
         expert = sum(loads[s].expert for s in held) / layout.ep
         params = nonexpert + expert
-        act = (in_flight * layout.micro_batch_tokens
-               * max(loads[s].act_per_token for s in held) / layout.tp)
+        if timeline is None:
+            in_flight, per_token = 1, loads[0].act_per_token
+        else:
+            in_flight = int(timeline.activations(rank))
+            per_token = timeline.activations(rank, weight=lambda s: loads[s].act_per_token)
+        act = layout.micro_batch_tokens * per_token / layout.tp
         mem = TrainingMemory(rank, held, params, in_flight, {
             "weights (BF16)": BF16 * params,
             "gradients (FP32)": FP32 * params,

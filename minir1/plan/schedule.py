@@ -32,7 +32,7 @@ rank holds between their F and their B.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 SCHEDULES = ("1F1B", "ZB1P", "DualPipe", "DualPipeV")
@@ -112,16 +112,21 @@ class Timeline:
         calls the bubble (for 1F1B and ZB1P every rank idles the same)."""
         return max(self.makespan - self.busy(r) for r in range(self.ranks))
 
-    def activations(self, rank: int) -> int:
+    def activations(self, rank: int, weight: Callable[[int], float] | None = None) -> float:
         """Peak number of chunk activations ``rank`` holds at once: a micro-batch's activations on
         a stage live from its F to the end of its B (the input gradient; what a deferred W still
-        reads, the layer inputs and output gradients, is not counted, as in Table 2)."""
+        reads, the layer inputs and output gradients, is not counted, as in Table 2).
+
+        ``weight(stage)`` counts a chunk of that stage as so many bytes instead of one, for
+        stages of unequal size (the peak of the weighted sum, which a rank holding two stages
+        can reach at another moment than the peak of the count)."""
         marks = []
         for e in self.on(rank):
+            w = 1 if weight is None else weight(e.stage)
             if e.kind == "F":
-                marks.append((e.start, 1))
+                marks.append((e.start, w))
             elif e.kind == "B":
-                marks.append((e.end, -1))
+                marks.append((e.end, -w))
         held = peak = 0
         for _, step in sorted(marks, key=lambda m: (m[0], m[1])):  # frees before allocations
             held += step
@@ -132,7 +137,7 @@ class Timeline:
     def peak_activations(self) -> int:
         """Table 2's "activation per device", in chunk activations (one micro-batch, one
         stage)."""
-        return max(self.activations(r) for r in range(self.ranks))
+        return int(max(self.activations(r) for r in range(self.ranks)))
 
     @property
     def param_copies(self) -> int:

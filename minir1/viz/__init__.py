@@ -3,8 +3,8 @@
 One module per lesson topic, each a set of pure ``render_*`` functions:
 ``rope`` (02), ``attention`` (03), ``moe`` (04), ``mtp`` (05), ``fp8`` (06), ``evaluation`` and
 ``live`` (07), ``rewards`` (01), ``grpo`` (08), ``rollouts`` (09), ``pipeline`` (10),
-``distill`` (11), ``scaling`` (12), ``schedule`` (13); ``diagrams`` draws the boxes and arrows they
-share.
+``distill`` (11), ``scaling`` (12), ``schedule`` and ``plan`` (13); ``diagrams`` draws the boxes and
+arrows they share.
 
 Every widget wraps a pure render function ``render_x(...) -> matplotlib.figure.Figure`` that tests
 call headless. ``interactive(render, **controls)`` always shows the figure for the default values as
@@ -26,7 +26,7 @@ from minir1.utils import lazy_submodules
 
 __getattr__, __dir__ = lazy_submodules(__name__, (
     "attention", "diagrams", "distill", "evaluation", "fp8", "grpo", "live", "moe", "mtp",
-    "pipeline", "rewards", "rollouts", "rope", "scaling", "schedule"))
+    "pipeline", "plan", "rewards", "rollouts", "rope", "scaling", "schedule"))
 
 
 def in_notebook() -> bool:

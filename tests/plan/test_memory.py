@@ -84,12 +84,15 @@ def test_zero1_and_dualpipe_change_what_they_should(v3):
     one_f_one_b = training_memory(v3, Layout(dualpipe=False))
     loads = memory.stage_loads(v3, Layout(dualpipe=False))
     per_gpu = [s.nonexpert + s.expert / 64 for s in loads]
-    assert one_f_one_b.params == pytest.approx(max(per_gpu))  # one stage per rank
+    # one stage per rank; under 1F1B rank r holds PP - r micro-batches (Table 2's PP on rank 0
+    # only), so the fullest is rank 1: 4 MoE blocks (rank 0 has 3 blocks, 3 of them dense) x 15
+    assert (one_f_one_b.rank, one_f_one_b.stages, one_f_one_b.in_flight) == (1, (1,), 15)
+    assert one_f_one_b.params == pytest.approx(per_gpu[1])
+    assert one_f_one_b.bytes["activations"] == pytest.approx(15 * 4096 * 4 * 155_712)
     assert per_gpu[1] == pytest.approx(training_memory(v3, Layout()).params / 2)
     # 1F1B: the last stage needs its own embedding for the MTP module (DualPipe shares rank 0's)
     dual = memory.stage_loads(v3, Layout())
     assert loads[-1].nonexpert - dual[-1].nonexpert == count_params(v3).embedding
-    assert one_f_one_b.stages == (15,)
 
 
 def test_tp_divides_attention_and_activations(v3):

@@ -159,3 +159,15 @@ def test_bad_layouts_name_the_field_and_the_rule(kwargs, match):
 def test_bad_times_name_the_field_and_the_rule(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ChunkTimes(**kwargs)
+
+
+@pytest.mark.parametrize("schedule", ["1F1B", "DualPipe", "DualPipeV"])
+def test_weighted_activations_bound_by_the_count(schedule):
+    t = simulate(schedule, 4, 8)
+    for rank in range(t.ranks):
+        n = t.activations(rank)
+        assert t.activations(rank, weight=lambda s: 3.0) == 3.0 * n
+        sizes = {0: 1.0, 1: 2.0, 2: 4.0, 3: 8.0}
+        held = {e.stage for e in t.on(rank)}
+        weighted = t.activations(rank, weight=sizes.__getitem__)
+        assert min(sizes[s] for s in held) * n <= weighted <= max(sizes[s] for s in held) * n

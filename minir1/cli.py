@@ -201,6 +201,20 @@ def _distill(args: argparse.Namespace) -> None:
     print(f"results {out}/results.json")
 
 
+def _chat(args: argparse.Namespace) -> None:
+    from minir1.chat import load_chat, terminal
+    from minir1.weights import CheckpointError
+
+    given = {"temperature": args.temperature, "top_p": args.top_p,
+             "max_new_tokens": args.max_tokens, "template": args.template, "seed": args.seed}
+    try:
+        chat = load_chat(args.run, reasoning=not args.no_reason,
+                         **{k: v for k, v in given.items() if v is not None})
+    except (FileNotFoundError, ValueError, CheckpointError) as err:
+        raise SystemExit(f"minir1 chat: {err}") from err
+    terminal(chat)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minir1", description="DeepSeek-V3 and R1 in miniature.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -324,6 +338,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="output directory (default runs/distill-PROFILE)")
     _add_parallel(p)
     p.set_defaults(func=_distill)
+    p = sub.add_parser("chat", help="talk to a model: the thinking streamed faint, then the answer "
+                                    "(piped: one answer per input line)")
+    p.add_argument("--run", default=None,
+                   help="a run directory or checkpoint (default: the best there is: runs/r1-*, "
+                        "runs/r1zero-*, runs/distill-*, runs/base-*, then data/base-cpu)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature, 0 for greedy (default 0.6, R1's)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus mass (default 0.95, R1's)")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="tokens per reply at most (default 160)")
+    p.add_argument("--no-reason", action="store_true",
+                   help="answer at once, an empty think block (the app's DeepThink off)")
+    p.add_argument("--template", choices=("r1_zero", "chat"), default=None,
+                   help="prompt template (default: the one the run was trained with)")
+    p.add_argument("--seed", type=int, default=None, help="seed the sampling")
+    p.set_defaults(func=_chat)
     args = parser.parse_args(argv)
     if not getattr(args, "parallel", False):
         args.func(args)

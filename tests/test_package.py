@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("dist", ("minir1.dist",)),
     ("train", ("minir1.train",)),
     ("rl", ("minir1.rl",)),
+    ("chat", ("minir1.chat",)),
     ("viz", ("minir1.viz",)),
     ("cli", ("minir1.cli", "minir1.demo", "minir1.__main__")),
 ]

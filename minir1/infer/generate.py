@@ -3,13 +3,15 @@ per token).
 
 ``sample`` is the batched workhorse: prompts of different lengths are left-padded (the cache's pad
 mask hides the padding, and RoPE is relative, so no position shift is needed), each sequence stops
-at its own stop token, and the log-probability of every generated token is returned. ``generate`` is
-the simple greedy/temperature loop for equal-length prompts.
+at its own stop token, and the log-probability of every generated token is returned.
+``stream_tokens`` is the same loop for one prompt, yielding each id as it is drawn (what a chat
+shows). ``generate`` is the simple greedy/temperature loop for equal-length prompts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +63,80 @@ def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.minimum(pick, last).to(probs.device)
 
 
+def _check_sampling(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                    temperature: float, top_p: float) -> None:
+    """The arguments ``sample`` and ``stream_tokens`` refuse, with the rule each breaks."""
+    if not prompts or min(len(p) for p in prompts) == 0:
+        raise ValueError("sample: every prompt needs at least one token")
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"sample: temperature={temperature} must be >= 0 and "
+                         f"top_p={top_p} in (0, 1]")
+    total = max(len(p) for p in prompts) + max_new_tokens
+    if total > model.cfg.max_seq_len:
+        raise ValueError(f"longest prompt + max_new_tokens = {total} exceeds "
+                         f"ModelConfig.max_seq_len={model.cfg.max_seq_len}")
+
+
+# one decoding step: the rows still running, the token each drew, its log-probability
+_Step = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _decode_steps(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                  temperature: float, top_p: float, stop_ids: Sequence[int], pad_id: int,
+                  banned_first: Sequence[int], generator: torch.Generator | None,
+                  ) -> Generator[_Step, None, None]:
+    """The decoding loop of ``sample``, one step per ``next``: yields ``(live, nxt, logp)``, the
+    rows still running at this step, the token each drew and its log-probability. A row that draws
+    a stop token is dropped from the cache after that step. Arguments as ``sample`` (checked by
+    ``_check_sampling``); the caller holds ``no_grad`` and ``frozen_weights``."""
+    device = next(model.parameters()).device
+    B, P = len(prompts), max(len(p) for p in prompts)
+    total = P + max_new_tokens
+    was_training = model.training
+    model.eval()
+    batch = torch.full((B, P), pad_id, dtype=torch.long)
+    cache = LatentCache(model.cfg, B, total, device=device, dtype=next(model.parameters()).dtype)
+    cache.pad = torch.zeros(B, total, dtype=torch.bool, device=device)
+    for i, p in enumerate(prompts):
+        batch[i, P - len(p):] = torch.as_tensor(list(p))
+        cache.pad[i, : P - len(p)] = True
+    stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+    step_input = batch.to(device)
+    # the unfinished sequences, which are the cache's rows, in order
+    live = torch.arange(B, device=device)
+    live_cpu = live.cpu()
+    try:
+        for t in range(max_new_tokens):
+            logits = model(step_input, cache=cache, mtp=False).logits[:, -1].float()
+            if t == 0 and banned_first:
+                logits[:, list(banned_first)] = float("-inf")
+            logp = logits.log_softmax(-1)
+            if temperature == 0:
+                nxt = logits.argmax(-1)
+            else:
+                probs = logp.exp() if temperature == 1 else (logits / temperature).softmax(-1)
+                if top_p < 1:
+                    probs = _top_p_filter(probs, top_p)
+                # one uniform number per row and step, finished rows included: a row's draws do
+                # not depend on when the others stop, so the same seed gives the same samples
+                u = torch.rand(B, generator=generator, dtype=torch.float64)[live_cpu]
+                nxt = inverse_cdf(probs, u)
+            yield live, nxt, logp.gather(-1, nxt[:, None]).squeeze(-1)
+            running = (~torch.isin(nxt, stops) if stops.numel()
+                       else torch.ones_like(nxt, dtype=torch.bool))
+            n_running = int(running.sum())
+            if n_running == 0:
+                break
+            if n_running < len(live_cpu):
+                keep = running.nonzero().squeeze(-1)
+                cache.keep_rows(keep)
+                live, nxt = live[keep], nxt[keep]
+                live_cpu = live.cpu()
+            step_input = nxt[:, None]
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 @frozen_weights()  # the weights stay put while decoding: derived ones are checked once
 def sample(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
@@ -74,65 +150,51 @@ def sample(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens:
     reasoning mode). ``generator``: a CPU ``torch.Generator``; the random numbers are drawn on the
     CPU whatever the model's device.
     """
-    if not prompts or min(len(p) for p in prompts) == 0:
-        raise ValueError("sample: every prompt needs at least one token")
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"sample: temperature={temperature} must be >= 0 and "
-                         f"top_p={top_p} in (0, 1]")
+    _check_sampling(model, prompts, max_new_tokens, temperature, top_p)
     device = next(model.parameters()).device
-    B, P = len(prompts), max(len(p) for p in prompts)
-    total = P + max_new_tokens
-    if total > model.cfg.max_seq_len:
-        raise ValueError(f"longest prompt + max_new_tokens = {total} exceeds "
-                         f"ModelConfig.max_seq_len={model.cfg.max_seq_len}")
-    was_training = model.training
-    model.eval()
-    batch = torch.full((B, P), pad_id, dtype=torch.long)
-    cache = LatentCache(model.cfg, B, total, device=device, dtype=next(model.parameters()).dtype)
-    cache.pad = torch.zeros(B, total, dtype=torch.bool, device=device)
-    for i, p in enumerate(prompts):
-        batch[i, P - len(p):] = torch.as_tensor(list(p))
-        cache.pad[i, : P - len(p)] = True
-    stops = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+    B = len(prompts)
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(B, max_new_tokens, device=device)
     lengths = torch.zeros(B, dtype=torch.long, device=device)
-    step_input = batch.to(device)
-    # the unfinished sequences, which are the cache's rows, in order
-    live = torch.arange(B, device=device)
-    live_cpu = live.cpu()
-    for t in range(max_new_tokens):
-        logits = model(step_input, cache=cache, mtp=False).logits[:, -1].float()
-        if t == 0 and banned_first:
-            logits[:, list(banned_first)] = float("-inf")
-        logp = logits.log_softmax(-1)
-        if temperature == 0:
-            nxt = logits.argmax(-1)
-        else:
-            probs = logp.exp() if temperature == 1 else (logits / temperature).softmax(-1)
-            if top_p < 1:
-                probs = _top_p_filter(probs, top_p)
-            # one uniform number per row and step, finished rows included: a row's draws do not
-            # depend on when the others stop, so the same seed gives the same samples
-            u = torch.rand(B, generator=generator, dtype=torch.float64)[live_cpu]
-            nxt = inverse_cdf(probs, u)
+    steps = 0
+    for t, (live, nxt, logp) in enumerate(_decode_steps(
+            model, prompts, max_new_tokens, temperature, top_p, stop_ids, pad_id, banned_first,
+            generator)):
         tokens[live, t] = nxt
-        logprobs[live, t] = logp.gather(-1, nxt[:, None]).squeeze(-1)
+        logprobs[live, t] = logp
         lengths[live] += 1
-        running = (~torch.isin(nxt, stops) if stops.numel()
-                   else torch.ones_like(nxt, dtype=torch.bool))
-        n_running = int(running.sum())
-        if n_running == 0:
-            tokens, logprobs = tokens[:, : t + 1], logprobs[:, : t + 1]
-            break
-        if n_running < len(live_cpu):
-            keep = running.nonzero().squeeze(-1)
-            cache.keep_rows(keep)
-            live, nxt = live[keep], nxt[keep]
-            live_cpu = live.cpu()
-        step_input = nxt[:, None]
-    model.train(was_training)
+        steps = t + 1
+    if steps < max_new_tokens:  # every sequence stopped early
+        tokens, logprobs = tokens[:, :steps], logprobs[:, :steps]
     return Samples(tokens.cpu(), logprobs.cpu(), lengths.cpu())
+
+
+def stream_tokens(model: Transformer, prompt: Sequence[int], max_new_tokens: int, *,
+                  temperature: float = 1.0, top_p: float = 1.0, stop_ids: Sequence[int] = (),
+                  banned_first: Sequence[int] = (),
+                  generator: torch.Generator | None = None) -> Generator[int, None, None]:
+    """``sample`` for one prompt, one generated id at a time, as each is drawn (a chat streams
+    them): the ids are those of ``sample(model, [prompt], ...)`` with the same arguments and seed,
+    the stop token included. The arguments are checked now, before the first ``next``.
+
+    Between two ids nothing is held: gradients and the weights' freeze are switched off only for
+    the step itself, so the caller may do anything meanwhile (the model stays in eval mode until
+    the stream ends or is closed).
+    """
+    _check_sampling(model, [prompt], max_new_tokens, temperature, top_p)
+    steps = _decode_steps(model, [prompt], max_new_tokens, temperature, top_p, stop_ids, 0,
+                          banned_first, generator)
+    return _one_step_at_a_time(steps)
+
+
+def _one_step_at_a_time(steps: Generator[_Step, None, None]) -> Generator[int, None, None]:
+    with closing(steps):  # closing the stream ends the loop, restoring the model's mode
+        while True:
+            with torch.no_grad(), frozen_weights():
+                step = next(steps, None)
+            if step is None:
+                return
+            yield int(step[1][0])
 
 
 @torch.no_grad()

@@ -35,8 +35,12 @@ unit: venv
 nbtest: venv
 	MINIR1_PROFILE=ci OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 $(NB_FLAGS) notebooks
 
+# `make lab ARGS="--port 8899 --no-browser"` passes options to JupyterLab. As root (most containers
+# and cloud notebooks) JupyterLab refuses to start without --allow-root: it is added, and said.
 lab: venv
-	$(VENV)/bin/jupyter lab notebooks
+	@if [ "$$(id -u)" = 0 ]; then echo "make lab: running as root, so JupyterLab gets --allow-root"; fi
+	@echo "make lab: open the URL JupyterLab prints below (with its token); Ctrl-C stops it"
+	$(VENV)/bin/jupyter lab notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(ARGS)
 
 bench: venv
 	$(PY) benchmarks/throughput.py

@@ -215,6 +215,18 @@ def _chat(args: argparse.Namespace) -> None:
     terminal(chat)
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from minir1.serve import serve
+    from minir1.weights import CheckpointError
+
+    given = {"temperature": args.temperature, "top_p": args.top_p}
+    try:
+        serve(args.run, host=args.host, port=args.port,
+              **{k: v for k, v in given.items() if v is not None})
+    except (FileNotFoundError, ValueError, CheckpointError, ImportError) as err:
+        raise SystemExit(f"minir1 serve: {err}") from err
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minir1", description="DeepSeek-V3 and R1 in miniature.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -354,6 +366,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="prompt template (default: the one the run was trained with)")
     p.add_argument("--seed", type=int, default=None, help="seed the sampling")
     p.set_defaults(func=_chat)
+    p = sub.add_parser("serve", help="the model behind an OpenAI-compatible endpoint "
+                                     "(/v1/chat/completions, the thinking in reasoning_content) "
+                                     "and a chat page at /")
+    p.add_argument("--run", default=None, help="a run directory or checkpoint (default: as chat)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--temperature", type=float, default=None,
+                   help="the default when a request gives none (default 0.6, R1's)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="the default when a request gives none (default 0.95, R1's)")
+    p.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     if not getattr(args, "parallel", False):
         args.func(args)

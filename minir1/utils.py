@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -59,8 +60,32 @@ def lazy_submodules(package: str, names: Sequence[str],
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     def __dir__() -> list[str]:
-        import sys
-
         return sorted(set(vars(sys.modules[package])) | set(names))
 
     return __getattr__, __dir__
+
+
+
+# seconds between progress-bar updates written to a file or a pipe
+PIPED_PROGRESS_INTERVAL = 5.0
+
+
+def progress_bar(iterable: Any = None, stream: Any = None, **kwargs: Any) -> Any:
+    """A ``tqdm.auto`` bar, which in a file or a pipe (``make demo > log``, CI; ``stream`` is
+    where it writes, stderr by default) updates every ``PIPED_PROGRESS_INTERVAL`` seconds, so a
+    log gets a line every few seconds instead of one per step; in a terminal or a notebook it keeps
+    tqdm's pace (a notebook's bar is a widget, redrawn in place). Set postfixes with
+    ``refresh=False``, or each one redraws the bar."""
+    from tqdm.auto import tqdm
+
+    stream = sys.stderr if stream is None else stream
+    if not (stream.isatty() or _in_kernel()) and "mininterval" not in kwargs:
+        kwargs["mininterval"] = PIPED_PROGRESS_INTERVAL
+    return tqdm(iterable, file=stream, **kwargs)
+
+
+def _in_kernel() -> bool:
+    """Whether this process is a Jupyter kernel (not merely importing IPython, as pytest does)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and hasattr(shell, "kernel")

@@ -8,7 +8,7 @@ import pytest
 from minir1.cli import main
 
 COMMANDS = ["demo", "params", "plan", "data", "pretrain", "sft", "eval", "r1-zero", "r1",
-            "distill", "chat"]
+            "distill", "chat", "serve"]
 
 
 def test_the_command_list_is_every_subcommand():

@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("train", ("minir1.train",)),
     ("rl", ("minir1.rl",)),
     ("chat", ("minir1.chat",)),
+    ("serve", ("minir1.serve",)),
     ("viz", ("minir1.viz",)),
     ("cli", ("minir1.cli", "minir1.demo", "minir1.__main__")),
 ]

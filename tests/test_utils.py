@@ -1,4 +1,10 @@
-"""minir1.utils: show_source prints the defining source of a library object."""
+"""minir1.utils: show_source prints the defining source of a library object; progress bars in a
+pipe update every few seconds."""
+
+import io
+import os
+import subprocess
+import sys
 
 from minir1.model import MoE
 
@@ -10,3 +16,36 @@ def test_show_source_looks_through_decorators(capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("# minir1.model.moe.MoE.update_bias")
     assert "def update_bias" in printed and "/" not in printed.splitlines()[0]
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_progress_bars_in_a_pipe_update_every_few_seconds():
+    from minir1.utils import PIPED_PROGRESS_INTERVAL, progress_bar
+
+    piped, terminal = progress_bar(total=3, stream=_Stream(False)), progress_bar(
+        total=3, stream=_Stream(True))
+    assert piped.mininterval == PIPED_PROGRESS_INTERVAL
+    assert terminal.mininterval < 1  # tqdm's own pace
+    assert progress_bar(total=3, stream=_Stream(False), mininterval=0.5).mininterval == 0.5
+    for bar in (piped, terminal):
+        bar.close()
+
+
+def test_a_piped_command_writes_a_few_progress_updates(tmp_path):
+    """`minir1 pretrain` into a pipe: a handful of bar updates, not one per step."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "minir1", "pretrain", "--profile", "ci", "--steps", "30",
+         "--eval-n", "0", "--eval-every", "0", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    updates = [u for u in done.stderr.replace("\r", "\n").splitlines() if "train:" in u]
+    assert 1 <= len(updates) < 10, updates  # 30 steps of ~0.3 s: start, end, a few between

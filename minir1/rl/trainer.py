@@ -37,6 +37,7 @@ from minir1.infer.generate import sample
 from minir1.model.transformer import Transformer
 from minir1.rl.grpo import AGGREGATIONS, SCALES, group_advantages, grpo_loss
 from minir1.train.log import MetricsLog
+from minir1.utils import progress_bar
 
 
 @dataclass(frozen=True)
@@ -314,16 +315,14 @@ class GRPOTrainer:
         return row
 
     def fit(self, progress: bool = True) -> list[dict[str, float]]:
-        from tqdm.auto import tqdm
-
         if self.out_dir is not None and self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "grpo_config.json").write_text(json.dumps(asdict(self.cfg), indent=1)
                                                            + "\n")
         if self.eval_fn is not None and self.step == 0:
             self.log.append({"step": 0, **self._evaluate()})
-        for _ in tqdm(range(self.step, self.cfg.steps), desc="GRPO",
-                      disable=not (progress and self.is_main), leave=False):
+        for _ in progress_bar(range(self.step, self.cfg.steps), desc="GRPO",
+                              disable=not (progress and self.is_main), leave=False):
             row = self.train_step()
             if self.eval_fn is not None and (self.step % self.eval_every == 0
                                              or self.step == self.cfg.steps):

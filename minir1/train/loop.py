@@ -37,6 +37,7 @@ from minir1.train.checkpoint import (
     save_checkpoint,
 )
 from minir1.train.log import MetricsLog
+from minir1.utils import progress_bar
 
 if TYPE_CHECKING:
     from minir1.dist.parallel import Parallel
@@ -294,8 +295,6 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> list[dict[str, float]]:
         """Train to ``cfg.steps``; ``resume=True`` continues from ``out_dir/checkpoint``, if any."""
-        from tqdm.auto import tqdm
-
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
@@ -304,8 +303,8 @@ class Trainer:
             torch.manual_seed(self.cfg.seed)
             random.seed(self.cfg.seed)
             self.log.clear_files()
-        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", disable=not self.progress,
-                   leave=False)
+        bar = progress_bar(total=self.cfg.steps, initial=self.step, desc="train",
+                           disable=not self.progress, leave=False)
         window_tokens, window_start = 0, time.perf_counter()
         while self.step < self.cfg.steps:
             metrics = self.train_step()
@@ -325,7 +324,7 @@ class Trainer:
                                          "metrics already use; give its keys another name")
                     row.update(checks)
                 self.log.append(row)
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", refresh=False)
                 window_tokens, window_start = 0, time.perf_counter()
             due_ckpt = (self.cfg.ckpt_every and self.step % self.cfg.ckpt_every == 0) or last
             if due_ckpt and self.out_dir is not None:

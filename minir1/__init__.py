@@ -5,7 +5,7 @@ The layers, each importing only from the ones before it: config (``config``, ``p
 ``utils``, ``weights``) -> model (``model``, ``fp8``, ``hf``) -> ``data`` -> ``infer`` -> ``eval``
 -> ``plan`` (compute, memory and cost on paper) -> ``dist`` (torch.distributed) -> ``train``
 -> ``rl`` -> ``chat`` (talk to a trained model) -> ``serve`` (the same behind an OpenAI-compatible
-endpoint) -> ``viz`` -> cli (``cli``, ``demo``).
+endpoint) -> ``viz`` -> ``report`` (a run's report card) -> cli (``cli``, ``demo``).
 Every subpackage is reachable from here without importing it first (``minir1.hf.from_pretrained``):
 it is imported on first use, so ``import minir1`` stays cheap.
 """
@@ -23,7 +23,8 @@ __version__ = "0.1.0"
 
 # imported on first attribute access (PEP 562), so that `import minir1` does not import them all
 SUBMODULES = ("chat", "cli", "config", "data", "demo", "dist", "eval", "fp8", "hf", "infer",
-              "model", "plan", "profile", "rl", "serve", "train", "utils", "viz", "weights")
+              "model", "plan", "profile", "report", "rl", "serve", "train", "utils", "viz",
+              "weights")
 
 
 def __getattr__(name: str) -> Any:

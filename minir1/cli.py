@@ -177,6 +177,8 @@ def _r1(args: argparse.Namespace) -> None:
     print(format_results(result.rows))
     print(f"results {out}/results.json, traces {out}/traces.jsonl, "
           f"one directory per stage under {out}/")
+    from minir1.report import print_report
+    print_report(out)
 
 
 def _distill(args: argparse.Namespace) -> None:

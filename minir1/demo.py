@@ -21,6 +21,7 @@ from minir1.data.tokenizer import Tokenizer
 from minir1.eval.greedy import accuracy_table, run_evaluation, write_summary
 from minir1.eval.sampled import format_results
 from minir1.model.params import count_params
+from minir1.report import print_report
 from minir1.rl.distill import DISTILL_RECIPES, FAST_DISTILL, run_distillation
 from minir1.rl.pipeline import FAST_PIPELINE, PIPELINE_RECIPES, run_r1_pipeline
 from minir1.train.pretrain import DEMO_RECIPE, model_config, pretrain
@@ -41,10 +42,12 @@ def rejection_line(rs: dict[str, Any]) -> str:
 
 
 def r1_and_distill(fast: bool, out: Path, step: str = "1/2", t0: float | None = None,
-                   distill: bool = True) -> None:
+                   distill: bool = True) -> dict[str, float]:
     """The R1 pipeline (``cpu`` recipe, or the short one with ``fast``), then distillation on its
-    traces, then the results table (written to ``out/results.md``)."""
+    traces, then the results table (written to ``out/results.md``); returns the wall time of each
+    part."""
     t0 = time.perf_counter() if t0 is None else t0
+    t_pipe = time.perf_counter()
     recipe = FAST_PIPELINE if fast else PIPELINE_RECIPES["cpu"]
     label = "the short" if fast else "cpu"
     print(f"\n== {step} the R1 pipeline ({label} recipe): base -> R1-Zero, and cold start -> "
@@ -57,6 +60,7 @@ def r1_and_distill(fast: bool, out: Path, step: str = "1/2", t0: float | None = 
     rs = pipe.summary["rejection"]
     print("  " + rejection_line(rs))
     rows = dict(pipe.rows)
+    seconds = {"R1 pipeline": time.perf_counter() - t_pipe}
     if distill:
         nxt = f"{int(step[0]) + 1}/{step.split('/')[1]}"
         print(f"\n== {nxt} distillation: the dense student SFT'd on those {rs['kept']} traces vs "
@@ -66,10 +70,12 @@ def r1_and_distill(fast: bool, out: Path, step: str = "1/2", t0: float | None = 
                                 traces=pipe.rejection.docs, on_stage=print_row,
                                 command="minir1 distill --fast" if fast else None)
         rows |= dist.rows
+        seconds["distillation"] = time.perf_counter() - t_pipe - seconds["R1 pipeline"]
     print("\n" + format_results(rows, f"held-out results ({pipe.summary['eval_problems']} "
                                       f"problems; {time.perf_counter() - t0:.0f}s so far)"))
     (out / "results.md").write_text(format_results(rows) + "\n")
     print(f"written to {out}/results.md; stage checkpoints and logs under {out}/")
+    return seconds
 
 
 def run_demo(out: str | Path = "runs/demo", fast: bool = False, data: str | Path = "data",
@@ -78,12 +84,14 @@ def run_demo(out: str | Path = "runs/demo", fast: bool = False, data: str | Path
     out = Path(out)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
     print("== 1/4 data: the fixed held-out test sets ==")
     problems = verify_test_sets(data)
     if problems:
         write_test_sets(data)
         print(f"rebuilt {data}/ ({problems[0]})")
     print(f"{data}/test: 16 sets of 200 problems (4 tasks x 4 levels), checksums verified")
+    seconds["data"] = time.perf_counter() - t0
     recipe = DEMO_RECIPE if steps is None else replace(DEMO_RECIPE, steps=steps)
     v3, tiny = (count_params(ModelConfig.preset("v3")),
                 count_params(model_config(recipe, Tokenizer())))
@@ -107,8 +115,19 @@ def run_demo(out: str | Path = "runs/demo", fast: bool = False, data: str | Path
         results = run_evaluation(trainer.model, trainer.tokenizer, recipe.eval_n)
         write_summary(out / "eval.json", results)
         print(accuracy_table(results))
-    r1_and_distill(fast, out, step="3/4", t0=t0)
+        seconds["pretraining"] = time.perf_counter() - t0 - seconds["data"]
+    seconds |= r1_and_distill(fast, out, step="3/4", t0=t0)
     print(f"\ntotal {time.perf_counter() - t0:.0f}s")
+    seconds["total"] = time.perf_counter() - t0
+    print_report(out, command=demo_command(out, fast, data, steps, seed), seconds=seconds)
 
 
-__all__ = ["print_row", "r1_and_distill", "rejection_line", "run_demo"]
+def demo_command(out: str | Path, fast: bool, data: str | Path, steps: int | None,
+                 seed: int) -> str:
+    """The ``minir1 demo`` command line that runs ``run_demo`` with these arguments."""
+    flags = [("--fast", fast), (f"--steps {steps}", steps is not None), (f"--seed {seed}", seed),
+             (f"--out {out}", str(out) != "runs/demo"), (f"--data {data}", str(data) != "data")]
+    return " ".join(["minir1 demo", *(flag for flag, given in flags if given)])
+
+
+__all__ = ["demo_command", "print_row", "r1_and_distill", "rejection_line", "run_demo"]

@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("chat", ("minir1.chat",)),
     ("serve", ("minir1.serve",)),
     ("viz", ("minir1.viz",)),
+    ("report", ("minir1.report",)),
     ("cli", ("minir1.cli", "minir1.demo", "minir1.__main__")),
 ]
 

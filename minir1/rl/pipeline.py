@@ -23,9 +23,10 @@ Stages, each starting from the previous one's weights unless said otherwise:
 Every stage is scored the way R1 reports its results (R1 §3, "Evaluation Setup";
 ``minir1.eval.sampled``): ``eval_k`` samples per held-out problem at temperature 0.6, top-p 0.95;
 pass@1 is the mean accuracy of the samples, maj@k the majority vote (R1's cons@64).
-``run_r1_pipeline`` writes ``runs/r1-PROFILE``: one directory per stage (checkpoint, logs),
-``traces.jsonl`` (the rejection-sampled traces, which ``minir1 distill`` reuses, as R1's students
-were trained on the same ~800k samples) and ``results.json``.
+``run_r1_pipeline`` writes ``runs/r1-PROFILE``: one directory per stage (checkpoint, logs; an RL
+stage's ``samples.json`` too), ``traces.jsonl`` (the rejection-sampled traces, which ``minir1
+distill`` reuses, as R1's students were trained on the same ~800k samples) and ``results.json``
+(with every stage's wall time).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from minir1.data.tasks import Problem, draw_train_problems
 from minir1.data.testsets import evaluation_problems
 from minir1.data.tokenizer import Tokenizer
 from minir1.dist import parallel as dist_parallel
-from minir1.eval.greedy import evaluate
+from minir1.eval.greedy import EvalResult, evaluate
 from minir1.eval.heldout import heldout_metrics
 from minir1.eval.sampled import Scoreboard
 from minir1.model.transformer import Transformer
@@ -128,15 +129,30 @@ def rl_stage(model: Transformer, tok: Tokenizer, cfg: GRPOConfig, out: Path,
     if (out / "grpo.jsonl").exists() and dist_parallel.is_main():
         (out / "grpo.jsonl").unlink()  # a fresh run, not appended to an old log
 
+    checks: list[list[EvalResult]] = []  # every check's completions (rank 0 checks)
+
     def check(m: Transformer) -> dict[str, float]:
-        return heldout_metrics(evaluate(m, tok, check_problems, "free", template=cfg.template), tok)
+        checks.append(evaluate(m, tok, check_problems, "free", template=cfg.template))
+        return heldout_metrics(checks[-1], tok)
 
     trainer = GRPOTrainer(model, tok, cfg, out_dir=out, eval_fn=check, eval_every=check_every,
                           on_log=on_log)
     trainer.fit(progress=progress)  # under torchrun ``model`` is whole again on every rank
     if dist_parallel.is_main():
         save_checkpoint(out / "checkpoint", model, tok, trainer.step, extra={"stage": out.name})
+        save_samples(out / "samples.json", trainer, checks)
     return trainer
+
+
+def save_samples(path: Path, trainer: GRPOTrainer, checks: list[list[EvalResult]]) -> None:
+    """``samples.json`` as ``run_r1_zero`` writes it, without the token-level rollouts: training
+    samples per step and the greedy held-out completions of the first and last checks."""
+    pairs = {"heldout_before": checks[0] if checks else [],
+             "heldout_after": checks[-1] if checks else []}
+    samples: dict[str, Any] = {"train": {str(k): v for k, v in trainer.samples.items()}}
+    samples |= {key: [(r.problem.question, r.completion, r.correct) for r in results]
+                for key, results in pairs.items()}
+    path.write_text(json.dumps(samples) + "\n")
 
 
 # --------------------------------------------------- stage 3: rejection sampling + SFT (R1 §2.3.3)
@@ -148,6 +164,28 @@ def rejection_prompts(recipe: PipelineRecipe) -> list[Problem]:
 
 # ------------------------------------------------------------------------------------- the run
 STAGES = ("base", "r1-zero", "dev1-cold-start", "dev2-reasoning-rl", "dev3-rejection-sft", "r1")
+
+
+@dataclass
+class StageClock:
+    """Wall time between stages: ``timed(on_stage)`` records, as each row is ready, the seconds
+    since the previous row (the first: since the clock started)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    start: float = field(default_factory=time.perf_counter)
+
+    def timed(self, on_stage: Callable[[str, dict[str, Any]], None] | None = None,
+              ) -> Callable[[str, dict[str, Any]], None]:
+        """``on_stage``, after recording the stage's wall time."""
+        def record(stage: str, row: dict[str, Any]) -> None:
+            self.seconds[stage] = self.total() - sum(self.seconds.values())
+            if on_stage is not None:
+                on_stage(stage, row)
+        return record
+
+    def total(self) -> float:
+        """Seconds since the clock started."""
+        return time.perf_counter() - self.start
 
 
 @dataclass
@@ -177,11 +215,12 @@ def run_r1_pipeline(profile_name: str | None = None, out: str | Path | None = No
     recipe = recipe or PIPELINE_RECIPES[name]
     out = Path(out) if out is not None else runs_dir() / f"r1-{name}"
     out.mkdir(parents=True, exist_ok=True)
+    clock = StageClock()  # wall time per stage: training and scoring (the rows: training alone)
     base, tok, _ = load_rl_base(name, progress=progress)
     tasks, levels = recipe.rl.tasks, recipe.rl.levels
     problems = evaluation_problems(recipe.eval_n, tasks, levels)
     checks = evaluation_problems(recipe.check_n, tasks, levels)
-    board = Scoreboard.of(recipe, tok, problems, keep_models, on_stage)
+    board = Scoreboard.of(recipe, tok, problems, keep_models, clock.timed(on_stage))
     record = board.record
     curves: dict[str, list[dict[str, float]]] = {}
 
@@ -233,11 +272,13 @@ def run_r1_pipeline(profile_name: str | None = None, out: str | Path | None = No
     summary = {"profile": name, "recipe": asdict(recipe), "eval_problems": len(problems),
                "rejection": {**rs.summary(), "sft_steps": steps}, "rows": rows,
                "cold_start_traces": len(cold_docs),
-               "command": command or f"minir1 r1 --profile {name}"}
+               "command": command or f"minir1 r1 --profile {name}",
+               "stage_seconds": clock.seconds, "wall_seconds": clock.total()}
     if dist_parallel.is_main():
         (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     return PipelineResult(rows, curves, rs, board.models, summary, tok)
 
 
 __all__ = ["FAST_PIPELINE", "PIPELINE_RECIPES", "STAGES", "PipelineRecipe", "PipelineResult",
-           "cold_start_documents", "rejection_prompts", "rl_stage", "run_r1_pipeline"]
+           "StageClock", "cold_start_documents", "rejection_prompts", "rl_stage",
+           "run_r1_pipeline", "save_samples"]

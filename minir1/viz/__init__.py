@@ -3,14 +3,14 @@
 One module per lesson topic, each a set of pure ``render_*`` functions:
 ``rope`` (02), ``attention`` (03), ``moe`` (04), ``mtp`` (05), ``fp8`` (06), ``evaluation`` and
 ``live`` (07), ``rewards`` (01), ``grpo`` (08), ``rollouts`` (09), ``pipeline`` (10),
-``distill`` (11), ``scaling`` (12), ``schedule`` and ``plan`` (13); ``diagrams`` draws the boxes and
-arrows they share.
+``distill`` (11), ``scaling`` (12), ``schedule`` and ``plan`` (13), ``chat`` (14); ``diagrams``
+draws the boxes and arrows they share.
 
 Every widget wraps a pure render function ``render_x(...) -> matplotlib.figure.Figure`` that tests
-call headless. ``interactive(render, **controls)`` always shows the figure for the default values as
-a static image (so GitHub, nbval and the ``ci`` profile render something), and adds live controls
-below it when a widget frontend is present, the profile is not ``ci`` and ``MINIR1_WIDGETS`` is not
-``0``.
+call headless (``chat``'s return HTML strings instead). ``interactive(render, **controls)`` always
+shows the figure for the default values as a static image (so GitHub, nbval and the ``ci`` profile
+render something), and adds live controls below it when a widget frontend is present, the profile
+is not ``ci`` and ``MINIR1_WIDGETS`` is not ``0``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from minir1 import profile
 from minir1.utils import lazy_submodules
 
 __getattr__, __dir__ = lazy_submodules(__name__, (
-    "attention", "diagrams", "distill", "evaluation", "fp8", "grpo", "live", "moe", "mtp",
+    "attention", "chat", "diagrams", "distill", "evaluation", "fp8", "grpo", "live", "moe", "mtp",
     "pipeline", "plan", "rewards", "rollouts", "rope", "scaling", "schedule"))
 
 

@@ -58,6 +58,10 @@ class Reply:
     tokens: int  # generated, the closing tag included
     seconds: float
     finish: str
+    # the thinking alone: tokens up to and including </think>, and the time they took (what the
+    # app's "thought for N s" reports); 0 with reasoning off
+    think_tokens: int = 0
+    think_seconds: float = 0.0
 
 
 @dataclass(eq=False)
@@ -120,6 +124,7 @@ class Chat:
         texts: dict[str, list[str]] = {THINK: [], ANSWER: []}
         ends = {self.tok.token_id(ANSWER_CLOSE): ANSWER, self.tok.eos_id: "eos"}
         n, finish = 0, "length"
+        think = (0, 0.0)  # tokens and seconds of the thinking, once it has closed
         with closing(tokens):  # an abandoned reply ends the sampler's loop too
             for tid in tokens:
                 n += 1
@@ -127,14 +132,18 @@ class Chat:
                     finish = ends[tid]
                     continue
                 piece = self.tok.itos[tid]
-                if piece == THINK_CLOSE:
+                if piece == THINK_CLOSE and kind == THINK:
                     kind = ANSWER  # what follows the thinking is the answer, <answer> or not
+                    think = (n, time.perf_counter() - t0)
                 if piece in self.tok.specials:  # a tag or a control token: never shown
                     continue
                 texts[kind].append(piece)
                 yield Chunk(kind, piece)
-        reply = Reply(question, "".join(texts[THINK]), "".join(texts[ANSWER]), n,
-                      time.perf_counter() - t0, finish)
+        seconds = time.perf_counter() - t0
+        if kind == THINK:  # the reply ended inside its thinking: all of it was thinking
+            think = (n, seconds)
+        reply = Reply(question, "".join(texts[THINK]), "".join(texts[ANSWER]), n, seconds,
+                      finish, *think)
         self.history.append(reply)
         return reply
 

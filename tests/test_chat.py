@@ -74,6 +74,10 @@ def test_the_stream_is_the_thinking_then_the_answer_of_the_greedy_sampler(base, 
     assert f"<think>{reply.thinking}</think><answer>{reply.answer}</answer>" == text
     assert (reply.finish, reply.tokens) == ("answer", n)  # stopped at </answer>
     assert reply.seconds > 0 and chat.history[-1] == reply and reply.thinking
+    # the thinking's own length: its characters (one token each here) and the </think>
+    think_ids = base[1].encode(f"{reply.thinking}</think>")
+    assert reply.think_tokens == len(think_ids) < reply.tokens
+    assert 0 < reply.think_seconds < reply.seconds
 
 
 def test_reasoning_off_answers_at_once(base):
@@ -81,6 +85,7 @@ def test_reasoning_off_answers_at_once(base):
     chunks = list(chat.stream("58+91"))
     reply = chat.history[-1]
     assert reply.thinking == "" and {c.kind for c in chunks} == {ANSWER}
+    assert (reply.think_tokens, reply.think_seconds) == (0, 0.0)
     text, n = reference(base, "58+91", DIRECT_PREFIX)
     assert f"{DIRECT_PREFIX}{reply.answer}{ANSWER_CLOSE}" == text and reply.tokens == n
     assert chat.prompt("58+91").endswith(DIRECT_PREFIX)
@@ -91,6 +96,7 @@ def test_max_tokens_and_the_context_bound_the_reply(base):
     reply = chat.ask("58+91")
     full, _ = reference(base, "58+91", REASON_PREFIX)
     assert (reply.tokens, reply.finish, reply.answer) == (5, "length", "")
+    assert reply.think_tokens == 5  # cut inside its thinking: all of it was thinking
     assert reply.thinking == full[len(REASON_PREFIX):][:5]
     chat.max_new_tokens = 160
     long = "+".join(["1"] * 100)  # the prompt leaves fewer than 160 positions

@@ -34,9 +34,8 @@ def _esc(text: str) -> str:
 
 def thought_summary(tokens: int, seconds: float, finish: str = "answer") -> str:
     """The box's title: "thought for 41 tokens, 0.08 s" (", cut at the token limit" when the
-    reply ran out of tokens). The numbers are the whole reply's (``Reply.tokens`` and
-    ``Reply.seconds``: the thinking, the answer and their tags), as a ``Reply`` carries no
-    separate count for the thinking."""
+    reply ran out of tokens). For a finished reply the numbers are the thinking's own
+    (``Reply.think_tokens`` and ``Reply.think_seconds``: up to and including ``</think>``)."""
     cut = ", cut at the token limit" if finish == "length" else ""
     return f"thought for {tokens} token{'s' if tokens != 1 else ''}, {seconds:.2f} s{cut}"
 
@@ -45,9 +44,9 @@ def render_partial(question: str, thinking: str, answer: str, tokens: int, secon
                    finish: str | None = None, label: str | None = None,
                    open_thinking: bool | None = None) -> str:
     """One reply as HTML, finished (``finish`` set) or still streaming (``finish=None``: the box
-    says "thinking..." and stays open). ``tokens`` and ``seconds`` are the whole reply's (the
-    closing tag included, as ``Reply.tokens``). ``open_thinking``: unfold the box (default: while
-    streaming only, as the app folds it once the answer comes)."""
+    says "thinking..." and stays open). ``tokens`` and ``seconds``: so far while streaming; for a
+    finished reply the thinking's (``render_reply`` passes them). ``open_thinking``: unfold the
+    box (default: while streaming only, as the app folds it once the answer comes)."""
     live = finish is None
     opened = live if open_thinking is None else open_thinking
     title = (f"thinking... ({tokens} tokens, {seconds:.2f} s)" if live
@@ -72,8 +71,10 @@ def render_reply(reply: Reply, label: str | None = None,
                  open_thinking: bool | None = None) -> str:
     """A finished ``Reply`` as HTML: the question, the thinking folded in a ``<details>`` whose
     summary says its length and time, then the answer (all model text HTML-escaped)."""
-    return render_partial(reply.question, reply.thinking, reply.answer, reply.tokens,
-                          reply.seconds, reply.finish, label, open_thinking)
+    tokens, seconds = ((reply.think_tokens, reply.think_seconds) if reply.thinking
+                       else (reply.tokens, reply.seconds))  # reasoning off: the whole reply's
+    return render_partial(reply.question, reply.thinking, reply.answer, tokens, seconds,
+                          reply.finish, label, open_thinking)
 
 
 def _columns(cells: Sequence[str]) -> str:

@@ -15,14 +15,15 @@ from minir1.viz.chat import (
 )
 
 BASE = Path(__file__).resolve().parents[2] / "data" / "base-cpu"
-REPLY = Reply("58+91", "8+1=9,5+9=14", "149", 18, 0.0834, "answer")
+# 12 thinking characters + </think>, then <answer>149</answer>: 18 tokens in all
+REPLY = Reply("58+91", "8+1=9,5+9=14", "149", 18, 0.0834, "answer", 13, 0.0611)
 
 
 def test_reply_has_thinking_in_details_with_length_and_time():
     page = render_reply(REPLY)
     assert "<details" in page and "</details>" in page
     summary = page[page.index("<summary>") + 9:page.index("</summary>")]
-    assert summary == "thought for 18 tokens, 0.08 s"
+    assert summary == "thought for 13 tokens, 0.06 s"  # the thinking's own, not the reply's
     details = page[page.index("<details"):page.index("</details>")]
     assert "8+1=9,5+9=14" in details and "149" not in details
     answer = page[page.index("</details>"):]

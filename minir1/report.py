@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from minir1.data.templates import prompt_for
 from minir1.dist import parallel as dist_parallel
 from minir1.eval.sampled import format_results
+from minir1.train.log import read_jsonl
 from minir1.viz.pipeline import render_rl_curves, render_stages
 from minir1.viz.rollouts import render_r1_zero_curves
 
@@ -46,11 +47,6 @@ def stage_dir(part: Path, stage: str) -> Path:
     """The directory a stage wrote (``r1-zero``; the distillation's ``student RL-only`` wrote
     ``rl-only``)."""
     return part / stage.removeprefix("student ").lower()
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The rows of a JSON-lines log."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def environment(profile_name: str) -> dict[str, str]:

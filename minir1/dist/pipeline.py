@@ -46,33 +46,11 @@ import torch.distributed as dist
 from torch import nn
 
 from minir1.config import ModelConfig
+from minir1.dist.inspect import global_batch
 from minir1.model.transformer import Transformer, next_token_loss
-from minir1.plan.schedule import SCHEDULES, Op, orders
+from minir1.plan.schedule import SCHEDULES, Op, n_ranks, orders, rank_of, stages_on
 
 KINDS = ("F", "B")  # the chunks that send: F its output, B its input's gradient
-
-
-def n_ranks(schedule: str, pp: int) -> int:
-    """Devices ``schedule`` needs for ``pp`` stages: PP, or PP/2 for DualPipeV."""
-    return pp // 2 if schedule == "DualPipeV" else pp
-
-
-def rank_of(schedule: str, pp: int, stage: int, direction: int = 0) -> int:
-    """The rank that runs ``stage`` for micro-batches of ``direction`` (1: DualPipe's reverse
-    half, entering at rank PP-1)."""
-    if schedule == "DualPipe":
-        return pp - 1 - stage if direction else stage
-    if schedule == "DualPipeV":  # down the V on ranks 0..n-1, back up from rank n-1 to 0
-        return stage if stage < pp // 2 else pp - 1 - stage
-    return stage
-
-
-def stages_on(schedule: str, pp: int, rank: int) -> tuple[int, ...]:
-    """The stages ``rank`` holds, in order: one for 1F1B and ZB1P, stages r and PP-1-r for
-    DualPipe and DualPipeV."""
-    if schedule in ("DualPipe", "DualPipeV"):
-        return tuple(sorted({rank, pp - 1 - rank}))
-    return (rank,)
 
 
 def micro_batch_index(schedule: str, pp: int, micro_batches: int, op: Op) -> int:
@@ -294,10 +272,9 @@ def build(pp: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> Transfo
 
 def micro_batches_of(vocab_size: int, micro_batches: int, rows: int, seq_len: int,
                      seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """A fixed random batch of token sequences cut into micro-batches: (inputs, targets)."""
-    gen = torch.Generator().manual_seed(seed)
-    data = torch.randint(0, vocab_size, (micro_batches * rows, seq_len + 1), generator=gen)
-    return list(data[:, :-1].split(rows)), list(data[:, 1:].split(rows))
+    """``inspect``'s fixed random batch cut into micro-batches of ``rows``: (inputs, targets)."""
+    batch = global_batch(vocab_size, micro_batches * rows, seq_len, seed)
+    return list(batch["tokens"].split(rows)), list(batch["targets"].split(rows))
 
 
 def one_process_gradients(model: Transformer, inputs: Sequence[torch.Tensor],

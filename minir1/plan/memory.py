@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from minir1.config import ModelConfig
 from minir1.model.params import count_params
 from minir1.plan.hardware import GIB, GPU, GPUS_PER_NODE, H800
-from minir1.plan.schedule import simulate
+from minir1.plan.schedule import simulate, stages_on
 
 # bytes per value
 BF16, FP32, E5M6 = 2, 4, 1.5  # E5M6: the 12-bit format for W^O's input (V3 §3.3.3)
@@ -223,11 +223,11 @@ def training_memory(cfg: ModelConfig, layout: Layout | None = None) -> TrainingM
     loads = stage_loads(cfg, layout)
     shard = (layout.dp, layout.expert_dp) if layout.zero1 else (1, 1)
     # enough micro-batches that every rank reaches its steady-state peak
-    timeline = (simulate("DualPipe" if layout.dualpipe else "1F1B", layout.pp, 2 * layout.pp)
-                if layout.pp > 1 else None)
+    schedule = "DualPipe" if layout.dualpipe else "1F1B"
+    timeline = simulate(schedule, layout.pp, 2 * layout.pp) if layout.pp > 1 else None
     worst = None
     for rank in range(layout.pp):
-        held = tuple(sorted({rank, layout.pp - 1 - rank})) if layout.dualpipe else (rank,)
+        held = stages_on(schedule, layout.pp, rank)
         nonexpert = sum(loads[s].nonexpert for s in held) / layout.tp
         expert = sum(loads[s].expert for s in held) / layout.ep
         params = nonexpert + expert

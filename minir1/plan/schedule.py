@@ -271,6 +271,31 @@ def order_dualpipe(rank: int, ranks: int, m: int, v: bool = False) -> list[list[
     return s
 
 
+# --------------------------------------------------------------------------- placement
+
+def n_ranks(schedule: str, pp: int) -> int:
+    """Devices ``schedule`` needs for ``pp`` stages: PP, or PP/2 for DualPipeV."""
+    return pp // 2 if schedule == "DualPipeV" else pp
+
+
+def rank_of(schedule: str, pp: int, stage: int, direction: int = 0) -> int:
+    """The rank that runs ``stage`` for micro-batches of ``direction`` (1: DualPipe's reverse
+    half, entering at rank PP-1)."""
+    if schedule == "DualPipe":
+        return pp - 1 - stage if direction else stage
+    if schedule == "DualPipeV":  # down the V on ranks 0..n-1, back up from rank n-1 to 0
+        return stage if stage < pp // 2 else pp - 1 - stage
+    return stage
+
+
+def stages_on(schedule: str, pp: int, rank: int) -> tuple[int, ...]:
+    """The stages ``rank`` holds, in order: one for 1F1B and ZB1P, stages r and PP-1-r for
+    DualPipe and DualPipeV."""
+    if schedule in ("DualPipe", "DualPipeV"):
+        return tuple(sorted({rank, pp - 1 - rank}))
+    return (rank,)
+
+
 # --------------------------------------------------------------------------- the simulator
 
 def _check_schedule(schedule: str) -> str:
@@ -359,5 +384,5 @@ def simulate(schedule: str, pp: int, micro_batches: int,
     return Timeline(schedule, pp, len(slots), micro_batches, t, tuple(events))
 
 
-__all__ = ["SCHEDULES", "ChunkTimes", "Event", "Op", "Timeline", "orders", "simulate", "table2",
-           "table2_conditions"]
+__all__ = ["SCHEDULES", "ChunkTimes", "Event", "Op", "Timeline", "n_ranks", "orders", "rank_of",
+           "simulate", "stages_on", "table2", "table2_conditions"]

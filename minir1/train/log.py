@@ -11,6 +11,7 @@ import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 class MetricsLog:
@@ -51,8 +52,12 @@ class MetricsLog:
         """Load the rows of ``path`` up to ``max_step`` (a resumed run continues its log)."""
         self.rows = []
         if self.path is not None and self.path.exists():
-            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-            self.rows = [r for r in rows if r["step"] <= max_step]
+            self.rows = [r for r in read_jsonl(self.path) if r["step"] <= max_step]
 
 
-__all__ = ["MetricsLog"]
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file (blank lines skipped)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+__all__ = ["MetricsLog", "read_jsonl"]

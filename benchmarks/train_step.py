@@ -6,6 +6,7 @@ same batch, and alternate inside one process so that machine noise hits both ali
 for each, the ratio, and minir1's achieved GFLOP/s against a same-process fp32 matmul peak.
 
     python benchmarks/train_step.py [--steps 10] [--warmup 3] [--threads N]
+                                    [--experts auto|loop|grouped]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from minir1 import ModelConfig, Transformer
 from minir1 import hf as mhf
+from minir1.model.moe import set_expert_impl
 from minir1.model.params import train_flops_per_token
 
 # The configuration the issue fixes: hidden 256, 4 layers (1 dense), 4 heads, q_lora 128,
@@ -87,6 +89,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice)")
+    parser.add_argument("--experts", default="auto", choices=("auto", "loop", "grouped"),
+                        help="minir1's routed experts: one call each, or grouped GEMMs "
+                             "(minir1.model.grouped; auto = the loop on a CPU)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also profile minir1's step: time inside matrix multiplies vs "
                              "everything else")
@@ -94,6 +99,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     ours, theirs, cfg = build()
+    set_expert_impl(ours, args.experts)
     x = torch.randint(0, cfg.vocab_size, (BATCH, SEQ), generator=torch.Generator().manual_seed(1))
     y = x.roll(-1, dims=1)
     with torch.no_grad():  # same weights, same function: check before timing anything
@@ -117,7 +123,8 @@ def main() -> None:
     med = {name: statistics.median(ts) for name, ts in times.items()}
     print(f"config: dim {cfg.dim}, {cfg.n_layers} layers ({cfg.n_dense_layers} dense), "
           f"{cfg.n_routed_experts} experts top-{cfg.n_activated_experts}, batch {BATCH}x{SEQ}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, experts "
+          f"{args.experts}; "
           f"logits agree to {diff:.1e}")
     print(f"{'implementation':<14} {'median step':>12} {'tokens/s':>10} {'GFLOP/s':>9} "
           f"{'% of peak':>9}")

@@ -18,6 +18,11 @@ tile and block scales are within one K slice): PyTorch's CPU kernel gives the de
 numbers (tested); on Hopper's FP8 tensor cores the sum inside a slice runs at the hardware's reduced
 accumulation precision, so results differ by ~1e-4 relative, which is the effect promotion bounds.
 The tensor core's 14-bit accumulation *without* promotion is what ``minir1.fp8.accum`` emulates.
+
+``"blockwise"`` is the same GEMM in one ``torch._scaled_mm`` call that takes the 1x128 tile and
+128x128 block scales themselves (cuBLAS >= 12.9 on SM90, which applies them per K slice inside the
+kernel, as DeepGEMM does): what runs fast on Hopper, where the per-slice loop pays a launch and an
+fp32 read-modify-write of C for every 128 columns of K. PyTorch's CPU kernel lacks it.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ def _row_scales(s: torch.Tensor, rows: int, name: str, k_slices: int) -> torch.T
                      f"nor {-(-rows // K_SLICE)} blocks")
 
 
-BACKENDS = ("dequant", "scaled_mm")
+BACKENDS = ("dequant", "scaled_mm", "blockwise")
 
 
 def _pad_to(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
@@ -96,13 +101,34 @@ def _scaled_mm_slice(qa: torch.Tensor, qb: torch.Tensor, sa: torch.Tensor, sb: t
     return out[:M, :N]
 
 
+def _blockwise(qa: torch.Tensor, sa: torch.Tensor, qb: torch.Tensor, sb: torch.Tensor,
+               out_dtype: torch.dtype) -> torch.Tensor:
+    """One ``torch._scaled_mm`` with A's [M, K/128] tile scales and B's [N/128, K/128] block
+    scales, laid out as cuBLAS reads them (tile scales M-major, block scales transposed)."""
+    M, N, K = qa.shape[0], qb.shape[0], qa.shape[1]
+    slices = -(-K // K_SLICE)
+    if sa.shape != (M, slices) or sb.shape != (-(-N // K_SLICE), slices):
+        raise ValueError(f"backend='blockwise' takes 1x128 tile scales for A [{M}, {slices}] and "
+                         f"128x128 block scales for B [{-(-N // K_SLICE)}, {slices}], got "
+                         f"{tuple(sa.shape)} and {tuple(sb.shape)}")
+    try:
+        return torch._scaled_mm(qa, qb.t(), scale_a=sa.float().t().contiguous().t(),
+                                scale_b=sb.float().t(), out_dtype=out_dtype)
+    except (RuntimeError, ValueError, NotImplementedError) as err:  # the CPU kernel: ValueError
+        raise RuntimeError(f"torch._scaled_mm with 1x128/128x128 block scales failed on "
+                           f"{qa.device} ({err}). It needs an SM90 GPU with cuBLAS >= 12.9 and "
+                           "M, N, K multiples of 16 (128 for K); use backend='scaled_mm' or "
+                           "'dequant' instead") from err
+
+
 def fp8_gemm(qa: torch.Tensor, sa: torch.Tensor, qb: torch.Tensor, sb: torch.Tensor,
              out_dtype: torch.dtype = torch.float32, backend: str = "dequant") -> torch.Tensor:
     """``C = A · Bᵀ`` from FP8 operands and their scales (see the module docstring); ``[M, N]``
     in ``out_dtype``.
 
-    ``backend``: ``"dequant"`` (fp32 matmul of the FP8 values) or ``"scaled_mm"``
-    (``torch._scaled_mm``)."""
+    ``backend``: ``"dequant"`` (fp32 matmul of the FP8 values), ``"scaled_mm"``
+    (``torch._scaled_mm`` per K slice) or ``"blockwise"`` (one ``torch._scaled_mm`` with the
+    block scales, A's 1x128 and B's 128x128 only)."""
     if backend not in BACKENDS:
         raise ValueError(f"fp8_gemm: backend={backend!r} must be one of {BACKENDS}")
     if qa.dim() != 2 or qb.dim() != 2 or qa.shape[1] != qb.shape[1]:
@@ -110,6 +136,8 @@ def fp8_gemm(qa: torch.Tensor, sa: torch.Tensor, qb: torch.Tensor, sb: torch.Ten
                          f"got {tuple(qa.shape)} and {tuple(qb.shape)}")
     M, K = qa.shape
     N = qb.shape[0]
+    if backend == "blockwise":
+        return _blockwise(qa, sa, qb, sb, out_dtype)
     slices = -(-K // K_SLICE)
     sa, sb = _row_scales(sa, M, "sa", slices), _row_scales(sb, N, "sb", slices)
     acc = torch.zeros(M, N, dtype=torch.float32, device=qa.device)

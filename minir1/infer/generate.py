@@ -48,19 +48,33 @@ def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
     probs: (B, V), rows need not be normalised; u: (B,). Tokens of probability 0 are never chosen.
     This is what ``torch.multinomial(probs, 1, replacement=True)`` does, but with the uniform
-    numbers handed in, so that the caller decides which draw goes to which row. Computed in float64
-    (on the CPU, where every backend has it).
+    numbers handed in, so that the caller decides which draw goes to which row. Computed in float64,
+    on the probabilities' device where it has float64 (a CPU, a CUDA GPU), else on the CPU (MPS).
     """
-    cdf = probs.detach().cpu().double().cumsum(-1)
+    pick, ok = _inverse_cdf(probs, u)
+    if not bool(ok):  # a diverged model: say so, as multinomial does
+        raise ValueError(_NOT_FINITE)
+    return pick
+
+
+_NOT_FINITE = ("inverse_cdf: every row of probs needs a finite, positive sum "
+               "(NaN or inf logits?)")
+
+
+def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``inverse_cdf`` without the host sync of its check: (tokens, whether every row had a finite
+    positive total) as device tensors; a bad row draws a token in range, never raises."""
+    where = torch.device("cpu") if probs.device.type == "mps" else probs.device
+    cdf = probs.detach().to(where, torch.float64).cumsum(-1)
     total = cdf[:, -1:]
-    # a diverged model: say so, as multinomial does
-    if not bool(((total > 0) & total.isfinite()).all()):
-        raise ValueError("inverse_cdf: every row of probs needs a finite, positive sum "
-                         "(NaN or inf logits?)")
-    pick = torch.searchsorted(cdf, u.cpu().double()[:, None] * total, right=True).squeeze(-1)
+    if where.type == "cuda":  # a pinned upload does not wait for the GPU
+        u = u.pin_memory()
+    u = u.to(where, torch.float64, non_blocking=True)
+    pick = torch.searchsorted(cdf, u[:, None] * total, right=True).squeeze(-1)
     # the last token of nonzero probability, should u * total round up to total
     last = (cdf < total).sum(-1)
-    return torch.minimum(pick, last).to(probs.device)
+    ok = ((total > 0) & total.isfinite()).all()
+    return torch.minimum(pick, last).to(probs.device), ok
 
 
 def _check_sampling(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens: int,
@@ -77,19 +91,34 @@ def _check_sampling(model: Transformer, prompts: Sequence[Sequence[int]], max_ne
                          f"ModelConfig.max_seq_len={model.cfg.max_seq_len}")
 
 
-# one decoding step: the rows still running, the token each drew, its log-probability
-_Step = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+# Accelerators read the stop flags every STOP_CHECK_EVERY steps, not every step: each read waits for
+# the device. Rows that stopped in between keep decoding (masked, their draws unchanged) until the
+# read drops them from the cache; on a CPU a read costs nothing and every step checks.
+STOP_CHECK_EVERY = 8
+
+
+def stop_check_every(device: torch.device) -> int:
+    """Steps between two reads of the stop flags when sampling on ``device``."""
+    return 1 if device.type == "cpu" else STOP_CHECK_EVERY
+
+
+# one decoding step: the cache's rows, the token each drew, its log-probability, and which rows
+# were still running (a row that stopped since the last check draws on, masked)
+_Step = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def _decode_steps(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                   temperature: float, top_p: float, stop_ids: Sequence[int], pad_id: int,
                   banned_first: Sequence[int], generator: torch.Generator | None,
-                  ) -> Generator[_Step, None, None]:
-    """The decoding loop of ``sample``, one step per ``next``: yields ``(live, nxt, logp)``, the
-    rows still running at this step, the token each drew and its log-probability. A row that draws
-    a stop token is dropped from the cache after that step. Arguments as ``sample`` (checked by
-    ``_check_sampling``); the caller holds ``no_grad`` and ``frozen_weights``."""
+                  check_every: int | None = None) -> Generator[_Step, None, None]:
+    """The decoding loop of ``sample``, one step per ``next``: yields ``(live, nxt, logp,
+    running)``, the prompt index of each cache row, the token each drew, its log-probability, and
+    whether the row was still running (had not drawn a stop token before). Stopped rows leave the
+    cache at the next check, every ``check_every`` steps (default: ``stop_check_every``).
+    Arguments as ``sample`` (checked by ``_check_sampling``); the caller holds ``no_grad`` and
+    ``frozen_weights``."""
     device = next(model.parameters()).device
+    every = check_every or stop_check_every(device)
     B, P = len(prompts), max(len(p) for p in prompts)
     total = P + max_new_tokens
     was_training = model.training
@@ -105,6 +134,8 @@ def _decode_steps(model: Transformer, prompts: Sequence[Sequence[int]], max_new_
     # the unfinished sequences, which are the cache's rows, in order
     live = torch.arange(B, device=device)
     live_cpu = live.cpu()
+    running = torch.ones(B, dtype=torch.bool, device=device)
+    finite = torch.ones((), dtype=torch.bool, device=device)  # every draw's probabilities so far
     try:
         for t in range(max_new_tokens):
             logits = model(step_input, cache=cache, mtp=False).logits[:, -1].float()
@@ -120,17 +151,23 @@ def _decode_steps(model: Transformer, prompts: Sequence[Sequence[int]], max_new_
                 # one uniform number per row and step, finished rows included: a row's draws do
                 # not depend on when the others stop, so the same seed gives the same samples
                 u = torch.rand(B, generator=generator, dtype=torch.float64)[live_cpu]
-                nxt = inverse_cdf(probs, u)
-            yield live, nxt, logp.gather(-1, nxt[:, None]).squeeze(-1)
-            running = (~torch.isin(nxt, stops) if stops.numel()
-                       else torch.ones_like(nxt, dtype=torch.bool))
-            n_running = int(running.sum())
+                nxt, ok = _inverse_cdf(probs, u)
+                finite &= ok
+            yield live, nxt, logp.gather(-1, nxt[:, None]).squeeze(-1), running
+            if stops.numel():
+                running = running & ~torch.isin(nxt, stops)
+            if (t + 1) % every and t + 1 < max_new_tokens:
+                step_input = nxt[:, None]
+                continue
+            n_running, all_finite = torch.stack([running.sum(), finite]).tolist()  # one read
+            if not all_finite:
+                raise ValueError(_NOT_FINITE)
             if n_running == 0:
                 break
             if n_running < len(live_cpu):
                 keep = running.nonzero().squeeze(-1)
                 cache.keep_rows(keep)
-                live, nxt = live[keep], nxt[keep]
+                live, nxt, running = live[keep], nxt[keep], running[keep]
                 live_cpu = live.cpu()
             step_input = nxt[:, None]
     finally:
@@ -156,17 +193,18 @@ def sample(model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens:
     tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros(B, max_new_tokens, device=device)
     lengths = torch.zeros(B, dtype=torch.long, device=device)
-    steps = 0
-    for t, (live, nxt, logp) in enumerate(_decode_steps(
+    for t, (live, nxt, logp, running) in enumerate(_decode_steps(
             model, prompts, max_new_tokens, temperature, top_p, stop_ids, pad_id, banned_first,
             generator)):
-        tokens[live, t] = nxt
-        logprobs[live, t] = logp
-        lengths[live] += 1
-        steps = t + 1
+        # a row that stopped since the last check keeps its pad, its 0 and its length
+        tokens[live, t] = torch.where(running, nxt, pad_id)
+        logprobs[live, t] = torch.where(running, logp, 0.0)
+        lengths[live] += running
+    lengths = lengths.cpu()
+    steps = int(lengths.max())
     if steps < max_new_tokens:  # every sequence stopped early
         tokens, logprobs = tokens[:, :steps], logprobs[:, :steps]
-    return Samples(tokens.cpu(), logprobs.cpu(), lengths.cpu())
+    return Samples(tokens.cpu(), logprobs.cpu(), lengths)
 
 
 def stream_tokens(model: Transformer, prompt: Sequence[int], max_new_tokens: int, *,
@@ -182,8 +220,9 @@ def stream_tokens(model: Transformer, prompt: Sequence[int], max_new_tokens: int
     the stream ends or is closed).
     """
     _check_sampling(model, [prompt], max_new_tokens, temperature, top_p)
+    # every id is read as it is drawn anyway: check the stop at every step
     steps = _decode_steps(model, [prompt], max_new_tokens, temperature, top_p, stop_ids, 0,
-                          banned_first, generator)
+                          banned_first, generator, check_every=1)
     return _one_step_at_a_time(steps)
 
 

@@ -4,6 +4,7 @@
 - ``derived``: weights derived from parameters and cached while sampling (inference only)
 - ``mla``: Multi-head Latent Attention and its latent cache (V3 Eqs. 1-11)
 - ``moe``: DeepSeekMoE, the gate, dispatch, aux-loss-free balancing (V3 Eqs. 12-20)
+- ``grouped``: the routed experts in grouped GEMMs without a host sync (a GPU shortcut)
 - ``init``: building modules without default initialisers, or on the meta device
 - ``block``: the Transformer block (MLA + dense FFN or MoE)
 - ``mtp``: Multi-Token Prediction modules (V3 Eqs. 21-25)
@@ -20,8 +21,9 @@ from minir1.model.params import ParamCount, count_params, kv_cache_bytes_per_tok
 from minir1.model.transformer import IGNORE_INDEX, Transformer, TransformerOutput
 from minir1.utils import lazy_submodules
 
-__getattr__, __dir__ = lazy_submodules(__name__, ('block', 'derived', 'init', 'mla', 'moe', 'mtp',
-                                                  'norm', 'params', 'rope', 'transformer'))
+__getattr__, __dir__ = lazy_submodules(__name__, ('block', 'derived', 'grouped', 'init', 'mla',
+                                                  'moe', 'mtp', 'norm', 'params', 'rope',
+                                                  'transformer'))
 
 __all__ = [
     "IGNORE_INDEX",

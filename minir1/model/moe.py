@@ -26,6 +26,9 @@ At inference, a handful of tokens (a decoding step) through small experts goes
 another way, to the same sum: every expert on every token, the unchosen ones weighted 0
 (``MoE.all_experts``): two matmuls instead of a call per expert, which on a CPU costs far more in
 overhead than in arithmetic.
+
+In training on a GPU, ``RoutedExperts`` runs every expert in two grouped GEMMs instead of one call
+each (``minir1.model.grouped``): the same sums, without reading the counts on the host.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from torch import nn
 
 from minir1.config import ModelConfig
 from minir1.model.derived import derived_weight
+from minir1.model.grouped import IMPLS, grouped_experts, use_grouped
 
 # ``MoE.dense_decode``: run every expert on every token below these sizes at inference (see
 # ``all_experts``). 128 tokens and 8 MiB were measured on a 2-core CPU with the `tiny`-sized models
@@ -130,7 +134,8 @@ def permute(x: torch.Tensor, indices: torch.Tensor,
     """
     flat = indices.flatten()
     order = flat.argsort(stable=True)
-    counts = torch.bincount(flat, minlength=n_experts)
+    # a scatter rather than ``bincount``, whose output size is read on the host (a sync on a GPU)
+    counts = flat.new_zeros(n_experts).scatter_add_(0, flat, torch.ones_like(flat))
     return x.index_select(0, order // indices.shape[1]), order, counts
 
 
@@ -150,14 +155,21 @@ class RoutedExperts(nn.ModuleList):
     the official checkpoints.
     """
 
+    # "loop" (below), "grouped" (every expert in two grouped GEMMs, no host sync) or "auto":
+    # grouped where torch has the kernel for this device and dtype (``minir1.model.grouped``)
+    impl = "auto"
+
     def forward(self, x_sorted: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """Run expert e on rows ``counts[:e].sum() : counts[:e+1].sum()`` of ``x_sorted``.
 
         An expert that got no tokens is skipped, so its parameters get no gradient and the
         optimiser leaves them alone this step (AdamW would still decay a zero gradient's moments
         and weights). Under expert parallelism every local expert runs, even on zero rows (see
-        ``minir1.dist.expert_parallel``).
+        ``minir1.dist.expert_parallel``); the grouped GEMMs give an idle expert zeros, which the
+        trainer drops (``minir1.model.grouped.drop_idle_gradients``).
         """
+        if use_grouped(self.impl, self, x_sorted):  # the same sums, without the host sync
+            return grouped_experts(self, x_sorted, counts)
         chunks = x_sorted.split(counts.tolist())
         return torch.cat([expert(c) if c.shape[0] else c
                           for expert, c in zip(self, chunks, strict=True)])
@@ -283,6 +295,15 @@ class MoE(nn.Module):
 def moe_layers(module: nn.Module) -> list[MoE]:
     """Every MoE in ``module`` (itself included), in module order."""
     return [m for m in module.modules() if isinstance(m, MoE)]
+
+
+def set_expert_impl(module: nn.Module, impl: str) -> None:
+    """Run the routed experts of every MoE in ``module`` as ``impl``: "loop", "grouped" or "auto"
+    (``RoutedExperts.impl``)."""
+    if impl not in IMPLS:
+        raise ValueError(f"set_expert_impl: impl={impl!r} must be one of {IMPLS}")
+    for moe in moe_layers(module):
+        moe.experts.impl = impl
 
 
 def sequence_balance(scores: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

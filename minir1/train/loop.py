@@ -28,6 +28,7 @@ from minir1 import profile
 from minir1.data.tokenizer import Tokenizer
 from minir1.dist import parallel as dist_parallel
 from minir1.dist.mesh import device_type
+from minir1.model.grouped import drop_idle_gradients
 from minir1.model.transformer import IGNORE_INDEX, Transformer, TransformerOutput
 from minir1.train.checkpoint import (
     check_compatible,
@@ -148,6 +149,19 @@ def step_loss(out: TransformerOutput, local: torch.Tensor, total: torch.Tensor,
     return parts
 
 
+def read_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """A step's metrics as plain numbers: the device tensors among them copied to the host in one
+    transfer."""
+    keys = [k for k, v in metrics.items() if isinstance(v, torch.Tensor)]
+    if not keys:
+        return dict(metrics)
+    device = metrics[keys[0]].device
+    dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+    values = torch.stack([metrics[k].detach().reshape(()).to(device, dtype)
+                          for k in keys]).tolist()
+    return {**metrics, **dict(zip(keys, values, strict=True))}
+
+
 # ------------------------------------------------------------------------------------------ trainer
 class Trainer:
     """Trains ``model`` on ``stream``; with ``out_dir``, writes metrics and checkpoints there.
@@ -230,12 +244,20 @@ class Trainer:
         self.log.read(self.step)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """bf16 autocast on an accelerator (CUDA, and MPS where this torch supports it), the
+        weights, gradients and AdamW's state staying fp32 (V3 §3.3.1 keeps master weights and
+        optimiser states in higher precision); plain fp32 on a CPU."""
+        kind = self.device.type
+        if kind != "cpu" and torch.amp.is_autocast_available(kind):
+            return torch.autocast(kind, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def train_step(self) -> dict[str, float]:
-        """One optimiser step (with gradient accumulation); returns its metrics."""
+    def train_step(self, read: bool = True) -> dict[str, Any]:
+        """One optimiser step (with gradient accumulation); returns its metrics.
+
+        The host waits for the device only after backward, where it reads which experts were
+        idle and whether the step is finite; ``read=False`` leaves the metrics on the device as
+        tensors, so that ``fit`` copies them to the host only on logging steps."""
         cfg, model, parallel = self.cfg, self.module, self.parallel
         model.train()
         lr = lr_at(self.step, cfg)
@@ -248,41 +270,44 @@ class Trainer:
         if parallel is not None:
             total = parallel.sum(total)  # the global batch's counts: one small all-reduce
         mtp_scale = model.cfg.mtp_loss_weight / max(1, len(model.mtp))
-        totals = torch.zeros(4, dtype=torch.float64)  # loss, lm, mtp, balance shares
+        # loss, lm, mtp, balance shares, summed on the device (MPS has no float64)
+        totals = torch.zeros(4, dtype=torch.float32 if self.device.type == "mps"
+                             else torch.float64, device=self.device)
         for batch, local in zip(batches, counts, strict=True):
-            batch = {k: v.to(self.device) for k, v in batch.items()}
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             with self._autocast():
                 out = self.forward(batch["tokens"], targets=batch["targets"],
                                    doc_ids=batch.get("doc_ids"))
             parts = step_loss(out, local, total, mtp_scale)
-            if not torch.isfinite(parts["loss"]):
-                raise FloatingPointError(
-                    f"loss is {parts['loss'].item()} at step {self.step}: training stopped; the "
-                    f"last good checkpoint (if any) is intact at {self.checkpoint_path}")
             parts["loss"].backward()
-            totals += torch.stack([parts[k].detach().double().cpu() for k in _LOSSES])
+            totals += torch.stack([parts[k].detach() for k in _LOSSES]).to(totals.dtype)
         if parallel is not None:
             totals = parallel.sum(totals)
             parallel.finish_gradients(model)
             grad_norm = parallel.clip_grad_norm(model, cfg.grad_clip)
         else:
+            # grouped experts gave the idle ones zero gradients: make them None, as the loop does
+            drop_idle_gradients(model.moe_layers())
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        if not torch.isfinite(grad_norm):
+        if not bool(torch.isfinite(totals[0]) & torch.isfinite(grad_norm)):  # before the step
+            what = (f"loss is {totals[0].item()}" if not torch.isfinite(totals[0])
+                    else f"gradient norm is {grad_norm.item()}")
+            self.optimizer.zero_grad(set_to_none=True)
             raise FloatingPointError(
-                f"gradient norm is {grad_norm.item()} at step {self.step}: training stopped; the "
-                f"last good checkpoint (if any) is intact at {self.checkpoint_path}")
+                f"{what} at step {self.step}: training stopped; the last good checkpoint "
+                f"(if any) is intact at {self.checkpoint_path}")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if parallel is not None:
             parallel.finish_step(model)
-        has_moe = bool(model.moe_layers())
-        maxvio = model.update_expert_bias(cfg.bias_update_speed) if has_moe else torch.zeros(1)
+        maxvio = (model.update_expert_bias(cfg.bias_update_speed) if model.moe_layers()
+                  else torch.zeros(1, device=self.device))
         self.step += 1
         n_tokens = sum(b["tokens"].numel() for b in batches)
         world = parallel.layout.world if parallel is not None else 1
-        return {**dict(zip(_LOSSES, totals.tolist(), strict=True)), "lr": lr,
-                "grad_norm": grad_norm.item(), "maxvio": maxvio.mean().item(),
-                "tokens": n_tokens * world}
+        metrics = {**dict(zip(_LOSSES, totals, strict=True)), "lr": lr, "grad_norm": grad_norm,
+                   "maxvio": maxvio.mean(), "tokens": n_tokens * world}
+        return read_metrics(metrics) if read else metrics
 
     def _evaluate(self) -> dict[str, float]:
         """``eval_fn`` on the whole model; under a launch on rank 0 while the others wait."""
@@ -307,13 +332,14 @@ class Trainer:
                            disable=not self.progress, leave=False)
         window_tokens, window_start = 0, time.perf_counter()
         while self.step < self.cfg.steps:
-            metrics = self.train_step()
+            metrics = self.train_step(read=False)  # tensors: read below, on logging steps
             window_tokens += metrics.pop("tokens")
             bar.update(1)
             last = self.step == self.cfg.steps
             due_eval = self.eval_fn is not None and (
                 (self.cfg.eval_every and self.step % self.cfg.eval_every == 0) or last)
             if self.step % self.cfg.log_every == 0 or last or due_eval:
+                metrics = read_metrics(metrics)
                 elapsed = time.perf_counter() - window_start
                 row = {"step": self.step, **metrics,
                        "tokens_per_s": window_tokens / max(elapsed, 1e-9)}
@@ -336,4 +362,4 @@ class Trainer:
 
 
 __all__ = ["BatchStream", "TrainConfig", "Trainer", "lr_at", "make_optimizer", "pick_device",
-           "step_loss", "target_counts"]
+           "read_metrics", "step_loss", "target_counts"]

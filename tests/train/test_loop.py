@@ -124,3 +124,51 @@ def test_a_micro_batch_without_targets_adds_nothing():
     # later steps differ a little (the masked rows still route, so the expert biases move
     # differently) but stay finite
     assert all(torch.isfinite(torch.tensor(masked.train_step()["loss"])) for _ in range(2))
+
+
+def test_fit_reads_the_metrics_from_the_device_only_on_logging_steps(monkeypatch):
+    """``train_step(read=False)`` leaves the metrics as device tensors; ``fit`` reads them only on
+    logging steps (one transfer), and the rows are those ``train_step()`` returns."""
+    from minir1.train import loop
+
+    c = TrainConfig(steps=4, batch_size=4, seq_len=48, warmup_steps=1, log_every=2)
+    torch.manual_seed(0)
+    lazy = Trainer(small_model(), stream(), c, progress=False)
+    raw = lazy.train_step(read=False)
+    assert all(isinstance(raw[k], torch.Tensor) for k in ("loss", "grad_norm", "maxvio"))
+    reads = []
+    real = loop.read_metrics
+    monkeypatch.setattr(loop, "read_metrics", lambda m: reads.append(1) or real(m))
+    lazy.step = 0
+    history = lazy.fit()
+    assert [r["step"] for r in history] == [2, 4] and len(reads) == 2
+    torch.manual_seed(0)
+    eager = Trainer(small_model(), stream(), c, progress=False)
+    eager.train_step()
+    eager.step = 0
+    monkeypatch.setattr(loop, "read_metrics", real)
+    rows = [eager.train_step() for _ in range(4)]
+    for got, want in zip(history, (rows[1], rows[3]), strict=True):
+        assert {k: got[k] for k in ("loss", "lm_loss", "grad_norm", "maxvio")} == {
+            k: want[k] for k in ("loss", "lm_loss", "grad_norm", "maxvio")}
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_in_bf16_autocast_keeps_fp32_master_weights():
+    """The trainer on CUDA: bf16 autocast, fp32 weights and AdamW state, a fused AdamW, the loss
+    falling, and the first step's loss that of the CPU within bf16 precision."""
+    c = TrainConfig(steps=8, batch_size=8, seq_len=48, warmup_steps=2, lr=3e-3, device="cuda",
+                    log_every=1)
+    torch.manual_seed(0)
+    cpu_first = Trainer(small_model(), stream(8), TrainConfig(
+        steps=1, batch_size=8, seq_len=48, warmup_steps=2, lr=3e-3, device="cpu"),
+        progress=False).train_step()["loss"]
+    torch.manual_seed(0)
+    t = Trainer(small_model(), stream(8), c, progress=False)
+    assert t.optimizer.defaults.get("fused") or t.optimizer.defaults.get("foreach")
+    history = t.fit()
+    assert abs(history[0]["loss"] - cpu_first) < 2e-2 * cpu_first
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert all(p.dtype == torch.float32 and p.is_cuda for p in t.model.parameters())
+    state = next(iter(t.optimizer.state.values()))
+    assert state["exp_avg"].dtype == torch.float32

@@ -7,13 +7,17 @@ TORCH_SPEC ?= torch==2.13.0
 NB_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=300 --dist loadfile -p no:cacheprovider \
   --durations=12
 
-.PHONY: venv demo demo-fast test unit nbtest lab bench notebooks lint clean ship-base
+.PHONY: venv demo demo-fast test unit nbtest browser lab bench gpu-check notebooks lint clean ship-base
 
-$(VENV)/.installed: pyproject.toml
+# jupyter/overrides.json: JupyterLab saves widget state with the notebook, so a lesson saved after a
+# live session reopens with its figures, not "Error displaying widget: model not found".
+$(VENV)/.installed: pyproject.toml jupyter/overrides.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $@
 
 venv: $(VENV)/.installed
@@ -26,7 +30,7 @@ demo: venv
 demo-fast: venv
 	$(VENV)/bin/minir1 demo --fast
 
-test: unit nbtest
+test: unit nbtest browser
 
 unit: venv
 	$(PY) -m ruff check minir1 tests benchmarks
@@ -35,10 +39,18 @@ unit: venv
 nbtest: venv
 	MINIR1_PROFILE=ci OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 $(NB_FLAGS) notebooks
 
+# Every widget lesson in JupyterLab in headless Chromium, live widgets on (tests/browser); skipped,
+# and said, where chromium and chromedriver are not installed (Debian: chromium chromium-driver).
+browser: venv
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -rs --browser tests/browser
+
 # `make lab ARGS="--port 8899 --no-browser"` passes options to JupyterLab. As root (most containers
 # and cloud notebooks) JupyterLab refuses to start without --allow-root: it is added, and said.
+# The lessons are trusted (`jupyter trust`): their committed outputs are the project's own, and in an
+# untrusted notebook JupyterLab shows a saved widget as its text repr instead of drawing it.
 lab: venv
 	@if [ "$$(id -u)" = 0 ]; then echo "make lab: running as root, so JupyterLab gets --allow-root"; fi
+	@$(VENV)/bin/jupyter trust notebooks/*.ipynb >/dev/null
 	@echo "make lab: open the URL JupyterLab prints below (with its token); Ctrl-C stops it"
 	$(VENV)/bin/jupyter lab notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(ARGS)
 
@@ -47,6 +59,13 @@ bench: venv
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/generate.py
 	$(PY) benchmarks/speculative.py
+
+# The prepared check on one CUDA GPU (sized for <= 5 min on an H200): the tests marked gpu, the small
+# preset's training MFU eager and compiled, rollouts vs transformers' generate, FP8 vs bf16 at 4096^3
+# and a short R1-Zero run; writes benchmarks/results/gpu-<date>.json and .md. Its --dry-run (the same
+# script at toy sizes on the CPU) runs in `make unit` (tests/test_gpu_check.py).
+gpu-check: venv
+	$(PY) benchmarks/gpu_check.py
 
 # Re-execute every lesson in place to refresh the committed outputs: the `cpu` profile (what a student sees),
 # static figures only (live widgets need a browser).

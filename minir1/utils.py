@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+
+from minir1 import profile
 
 
 def show_source(obj: Any) -> None:
@@ -70,18 +74,69 @@ def lazy_submodules(package: str, names: Sequence[str],
 PIPED_PROGRESS_INTERVAL = 5.0
 
 
-def progress_bar(iterable: Any = None, stream: Any = None, **kwargs: Any) -> Any:
-    """A ``tqdm.auto`` bar, which in a file or a pipe (``make demo > log``, CI; ``stream`` is
-    where it writes, stderr by default) updates every ``PIPED_PROGRESS_INTERVAL`` seconds, so a
-    log gets a line every few seconds instead of one per step; in a terminal or a notebook it keeps
-    tqdm's pace (a notebook's bar is a widget, redrawn in place). Set postfixes with
-    ``refresh=False``, or each one redraws the bar."""
-    from tqdm.auto import tqdm
+def widgets_live() -> bool:
+    """Whether live ipywidgets are shown: inside a Jupyter kernel with ipywidgets installed, and
+    ``MINIR1_WIDGETS`` is ``1``, or unset outside the ``ci`` profile.
 
-    stream = sys.stderr if stream is None else stream
-    if not (stream.isatty() or _in_kernel()) and "mininterval" not in kwargs:
+    ``MINIR1_WIDGETS=0`` (``make notebooks``: a batch run has no frontend, and a saved widget is a
+    frozen placeholder) and the ``ci`` profile (nbval) keep static figures and text progress bars;
+    ``MINIR1_WIDGETS=1`` turns widgets on in ``ci`` too (the browser tests run lessons small).
+    """
+    flag = os.environ.get("MINIR1_WIDGETS", "")
+    if flag not in ("", "0", "1"):
+        raise ValueError(f"MINIR1_WIDGETS={flag!r}: must be 0, 1 or unset")
+    if flag == "0" or (flag == "" and profile.current() == "ci") or not _in_kernel():
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def progress_bar(iterable: Any = None, stream: Any = None, **kwargs: Any) -> Any:
+    """A ``tqdm`` bar: a widget redrawn in place in a notebook with live widgets, tqdm's own pace in
+    a terminal, and elsewhere text that updates every ``PIPED_PROGRESS_INTERVAL`` seconds, so a
+    log (``make demo > log``, CI; ``stream``, stderr by default) gets a line every few seconds
+    instead of one per step. In a kernel without live widgets (nbval, ``make notebooks``) the text
+    goes to stdout: a saved lesson then shows the finished bar, not a widget frozen at 0%. Set
+    postfixes with ``refresh=False``, or each one redraws the bar."""
+    if widgets_live():
+        tqdm = _notebook_bar()
+    else:
+        from tqdm.std import tqdm
+    if stream is None:
+        stream = sys.stdout if _in_kernel() else sys.stderr
+    if not widgets_live() and not stream.isatty() and "mininterval" not in kwargs:
         kwargs["mininterval"] = PIPED_PROGRESS_INTERVAL
     return tqdm(iterable, file=stream, **kwargs)
+
+
+@functools.cache
+def _notebook_bar() -> type:
+    """tqdm's widget bar, shown under a display id so that a bar that does not stay
+    (``leave=False``) leaves an empty output when it closes. tqdm closes its widget then, and the
+    saved notebook would keep a view of a model that no longer exists, which JupyterLab shows on
+    reopening as "Error displaying widget: model not found"."""
+    from IPython.display import HTML, display
+    from tqdm.notebook import tqdm
+
+    class NotebookBar(tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**kwargs, "display": False})
+            self._handle = None
+            if not self.disable:
+                self._handle = display(self.container, display_id=True)
+                self.displayed = True
+
+        def close(self) -> None:
+            finished = not (self.total and self.n < self.total)  # tqdm keeps a failed bar
+            super().close()
+            if self._handle is not None and not self.leave and finished:
+                self._handle.update(HTML(""))
+                self._handle = None
+
+    return NotebookBar
 
 
 def _in_kernel() -> bool:

@@ -4,6 +4,8 @@ The helpers are plain functions and constants: a test module imports them, ``fro
 import small_cfg``.
 """
 
+import shutil
+
 import pytest
 import torch
 
@@ -15,12 +17,24 @@ from minir1.data.tokenizer import Tokenizer
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False,
                      help="run tests marked slow")
+    parser.addoption("--browser", action="store_true", default=False,
+                     help="run tests marked browser (JupyterLab in headless Chromium)")
 
 
 def pytest_collection_modifyitems(config, items):
     skip_slow = pytest.mark.skip(reason="slow: pass --runslow")
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    skip_browser = pytest.mark.skip(reason="browser: pass --browser")
+    no_chromium = pytest.mark.skip(reason="browser: needs chromium and chromedriver "
+                                          "(Debian: apt install chromium chromium-driver)")
+    have_chromium = bool((shutil.which("chromium") or shutil.which("chromium-browser"))
+                         and shutil.which("chromedriver"))
     for item in items:
+        if item.get_closest_marker("browser"):
+            if not config.getoption("--browser"):
+                item.add_marker(skip_browser)
+            elif not have_chromium:
+                item.add_marker(no_chromium)
         if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not torch.cuda.is_available():

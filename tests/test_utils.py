@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from minir1.model import MoE
 
 
@@ -49,3 +51,41 @@ def test_a_piped_command_writes_a_few_progress_updates(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     updates = [u for u in done.stderr.replace("\r", "\n").splitlines() if "train:" in u]
     assert 1 <= len(updates) < 10, updates  # 30 steps of ~0.3 s: start, end, a few between
+
+
+@pytest.mark.parametrize("flag, prof, live", [("", "ci", False), ("", "cpu", True),
+                                              ("0", "cpu", False), ("1", "ci", True),
+                                              ("1", "gpu", True)])
+def test_widgets_live_follows_the_flag_and_the_profile(monkeypatch, flag, prof, live):
+    import minir1.utils as utils
+
+    monkeypatch.setattr(utils, "_in_kernel", lambda: True)
+    monkeypatch.setenv("MINIR1_PROFILE", prof)
+    monkeypatch.setenv("MINIR1_WIDGETS", flag)
+    assert utils.widgets_live() is live
+
+
+def test_widgets_are_never_live_outside_a_kernel_and_a_bad_flag_is_named(monkeypatch):
+    import minir1.utils as utils
+
+    monkeypatch.setenv("MINIR1_WIDGETS", "1")
+    assert not utils.widgets_live()  # pytest is not a Jupyter kernel
+    monkeypatch.setenv("MINIR1_WIDGETS", "yes")
+    with pytest.raises(ValueError, match="MINIR1_WIDGETS='yes'"):
+        utils.widgets_live()
+
+
+def test_a_kernel_without_live_widgets_gets_a_text_bar_on_stdout(monkeypatch, capsys):
+    """nbval and `make notebooks`: a saved lesson shows the finished bar, not a frozen widget."""
+    import tqdm.notebook
+
+    import minir1.utils as utils
+
+    monkeypatch.setattr(utils, "_in_kernel", lambda: True)
+    monkeypatch.setenv("MINIR1_WIDGETS", "0")
+    bar = utils.progress_bar(range(3), desc="steps")
+    assert not isinstance(bar, tqdm.notebook.tqdm)
+    assert bar.mininterval == utils.PIPED_PROGRESS_INTERVAL
+    list(bar)
+    out = capsys.readouterr()
+    assert "steps: 100%" in out.out and out.err == ""

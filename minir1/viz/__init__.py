@@ -7,22 +7,22 @@ One module per lesson topic, each a set of pure ``render_*`` functions:
 draws the boxes and arrows they share.
 
 Every widget wraps a pure render function ``render_x(...) -> matplotlib.figure.Figure`` that tests
-call headless (``chat``'s return HTML strings instead). ``interactive(render, **controls)`` always
-shows the figure for the default values as a static image (so GitHub, nbval and the ``ci`` profile
-render something), and adds live controls below it when a widget frontend is present, the profile
-is not ``ci`` and ``MINIR1_WIDGETS`` is not ``0``.
+call headless (``chat``'s return HTML strings instead). ``interactive(render, **controls)`` shows
+the figure under live controls when widgets are live (``minir1.utils.widgets_live``), else the
+figure for the default values as a static image (so GitHub, nbval and the ``ci`` profile render
+something). JupyterLab keeps a live widget's last figure in the saved notebook only when it saves
+widget state: ``make venv`` turns that setting on, so a reopened lesson shows its figures, not
+"Error displaying widget: model not found".
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import matplotlib
 
-from minir1 import profile
-from minir1.utils import lazy_submodules
+from minir1.utils import lazy_submodules, widgets_live
 
 __getattr__, __dir__ = lazy_submodules(__name__, (
     "attention", "chat", "diagrams", "distill", "evaluation", "fp8", "grpo", "live", "moe", "mtp",
@@ -38,14 +38,6 @@ def in_notebook() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
-
-
-def _widgets_available() -> bool:
-    try:
-        import ipywidgets  # noqa: F401
-    except ImportError:
-        return False
-    return in_notebook()
 
 
 def _default(control: Any) -> Any:
@@ -75,14 +67,16 @@ def show(fig: matplotlib.figure.Figure) -> None:
 
 
 def interactive(render: Callable[..., matplotlib.figure.Figure], **controls: Any) -> None:
-    """Static figure for the default control values, then (outside ``ci``) live widgets that
-    re-render it."""
-    show(render(**{k: _default(v) for k, v in controls.items()}))
-    # MINIR1_WIDGETS=0 (set by `make notebooks`): a batch run has no frontend to talk to the
-    # controls, and nbclient can stall on widget messages, so the committed outputs keep only the
-    # static figure
-    if (profile.current() == "ci" or os.environ.get("MINIR1_WIDGETS", "1") == "0"
-            or not _widgets_available()):
+    """The figure ``render(**values)`` under live controls, or the figure for the default values
+    as a static image where widgets are not live (``minir1.utils.widgets_live``: nbval, the ``ci``
+    profile, ``MINIR1_WIDGETS=0``, GitHub's viewer).
+
+    Live, the figure is drawn once, inside the widget, and redrawn in place: no static copy stays
+    above the controls. Long control labels get the room they need (a fixed label width cuts
+    names such as ``kv_lora_rank``).
+    """
+    if not widgets_live():
+        show(render(**{k: _default(v) for k, v in controls.items()}))
         return
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
@@ -93,8 +87,11 @@ def interactive(render: Callable[..., matplotlib.figure.Figure], **controls: Any
         display(fig)
         plt.close(fig)
 
-    ui = widgets.interactive(_update, **controls)
+    ui = widgets.interactive(_update, **controls)  # draws the default figure into its output
+    for control in ui.kwargs_widgets:
+        if hasattr(control, "style") and hasattr(control.style, "description_width"):
+            control.style.description_width = "initial"
     display(ui)
 
 
-__all__ = ["in_notebook", "interactive", "show"]
+__all__ = ["in_notebook", "interactive", "show", "widgets_live"]

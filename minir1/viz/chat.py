@@ -13,13 +13,12 @@ them: a text box and an ``ipywidgets.HTML`` that each streamed chunk re-renders.
 from __future__ import annotations
 
 import html
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from minir1 import profile
 from minir1.chat import THINK, Chat, Reply
+from minir1.utils import widgets_live
 
 STYLE = ("font-family:system-ui,sans-serif;font-size:14px;line-height:1.4;"
          "border:1px solid #ddd;border-radius:8px;padding:.6em .8em;margin:.3em 0")
@@ -91,14 +90,6 @@ def render_side_by_side(replies: Sequence[Reply], labels: Sequence[str],
         raise ValueError(f"{len(replies)} replies but {len(labels)} labels")
     return _columns([render_reply(r, lb, open_thinking) for r, lb in
                      zip(replies, labels, strict=True)])
-
-
-def widgets_live() -> bool:
-    """Whether to show live controls: a widget frontend, not ``ci``, ``MINIR1_WIDGETS`` not 0."""
-    from minir1.viz import _widgets_available
-
-    return (profile.current() != "ci" and os.environ.get("MINIR1_WIDGETS", "1") != "0"
-            and _widgets_available())
 
 
 class ChatWidget:
@@ -178,4 +169,4 @@ def chat_widget(chats: dict[str, Chat], question: str | None = None, **kw: Any) 
 
 
 __all__ = ["ChatWidget", "chat_widget", "render_partial", "render_reply", "render_side_by_side",
-           "thought_summary", "widgets_live"]
+           "thought_summary"]

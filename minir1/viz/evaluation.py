@@ -18,10 +18,14 @@ from minir1.eval.greedy import EvalResult, accuracy_by_level
 MODE_COLORS = {"direct": "#9e9e9e", "reason": "#2e7d32", "free": "#1565c0"}
 
 
+_TITLE = "held-out accuracy (greedy)"
+
+
 def render_accuracy(by_mode: dict[str, list[EvalResult]], tasks: Sequence[str] | None = None,
-                    title: str = "held-out accuracy (greedy)") -> Figure:
+                    title: str | None = None) -> Figure:
     """One panel per task: accuracy against level, a bar per mode; the value is written above each
-    bar."""
+    bar. Several tasks share ``title`` above their panels; one task's panel has it as its only
+    title (default: the task's name and "held-out accuracy (greedy)")."""
     tables = {mode: accuracy_by_level(res) for mode, res in by_mode.items()}
     keys = sorted({k for t in tables.values() for k in t})
     tasks = list(tasks) if tasks is not None else sorted({task for task, _ in keys})
@@ -39,12 +43,14 @@ def render_accuracy(by_mode: dict[str, list[EvalResult]], tasks: Sequence[str] |
                           color=MODE_COLORS.get(mode))
             ax.bar_label(bars, labels=[f"{a:.0%}" if a == a else "" for a in acc], fontsize=6,
                          padding=1)
-        ax.set(title=task, xticks=x, xticklabels=[f"L{lv}" for lv in levels], ylim=(0, 1.12),
+        panel = task if len(tasks) > 1 else title or f"{task}: {_TITLE}"
+        ax.set(title=panel, xticks=x, xticklabels=[f"L{lv}" for lv in levels], ylim=(0, 1.12),
                xlabel="level")
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("accuracy")
     axes[-1].legend(fontsize=7, loc="upper right")
-    fig.suptitle(title)
+    if len(tasks) > 1:
+        fig.suptitle(title or _TITLE)
     return fig
 
 

@@ -11,11 +11,13 @@ The distillation lesson's own figures are in ``minir1.viz.distill``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
 
+from minir1.data.tags import SPECIALS
 from minir1.viz.diagrams import box_diagram, draw_arrow
 
 
@@ -88,17 +90,16 @@ def render_stages(rows: Mapping[str, dict[str, Any]], title: str = "") -> Figure
     return fig
 
 
-def render_trace(record: dict[str, Any]) -> Figure:
+def render_trace(record: dict[str, Any], width: int = 95) -> Figure:
     """One sampled trace and its rejection-sampling verdict: ``record`` has ``question``,
     ``answer``, ``completion``, ``correct`` and ``why`` (None when kept, else why it was
-    dropped)."""
+    dropped). The completion is wrapped at ``width`` characters by ``wrap_trace``."""
     if not record["correct"]:
         verdict = "rejected: wrong answer"
     else:
         verdict = "kept" if record["why"] is None else f"dropped: {record['why']}"
     color = "#2a9d4b" if verdict == "kept" else "#c0392b"
-    text = record["completion"]
-    lines = [text[i:i + 95] for i in range(0, len(text), 95)] or [""]
+    lines = wrap_trace(record["completion"], width)
     fig = Figure(figsize=(11, 0.7 + 0.28 * len(lines)))
     ax = fig.add_axes((0.01, 0.0, 0.98, 1.0))
     ax.set_axis_off()
@@ -110,4 +111,38 @@ def render_trace(record: dict[str, Any]) -> Figure:
     return fig
 
 
-__all__ = ["render_pipeline", "render_rl_curves", "render_stages", "render_trace"]
+# a tag is one unit; a line may break after a step's separator or around a tag
+_ATOM = re.compile("|".join(re.escape(t) for t in SPECIALS if t.startswith("<")) + r"|[\s\S]")
+_BREAK_AFTER = (",", " ", ";", "\n")
+
+
+def wrap_trace(text: str, width: int = 95) -> list[str]:
+    """``text`` in lines of at most ``width`` characters that never cut a tag (``<answer>`` stays
+    whole): each line breaks at its last step separator (a comma or space) or tag boundary, and
+    mid-step only where a step is longer than half a line. A newline in ``text`` ends a line."""
+    if width < max(len(t) for t in SPECIALS):
+        raise ValueError(f"width={width}: must be at least the longest tag's length")
+    lines: list[str] = []
+    line: list[str] = []  # the current line's atoms
+    soft = 0  # atoms in ``line`` up to its last good break
+    for atom in _ATOM.findall(text):
+        if atom == "\n":
+            lines.append("".join(line))
+            line, soft = [], 0
+            continue
+        if len("".join(line)) + len(atom) > width:
+            cut = soft if 2 * len("".join(line[:soft])) >= width else len(line)
+            lines.append("".join(line[:cut]))
+            line = line[cut:]
+            soft = 0
+        if len(atom) > 1 and line:  # a break before a tag
+            soft = len(line)
+        line.append(atom)
+        if len(atom) > 1 or atom in _BREAK_AFTER:
+            soft = len(line)
+    if line or not lines:
+        lines.append("".join(line))
+    return lines
+
+
+__all__ = ["render_pipeline", "render_rl_curves", "render_stages", "render_trace", "wrap_trace"]

@@ -27,3 +27,14 @@ def test_render_accuracy_bars_are_the_accuracies():
 def test_render_accuracy_rejects_empty_results():
     with pytest.raises(ValueError, match="no results"):
         render_accuracy({"direct": []})
+
+
+def test_one_task_has_one_title():
+    by_mode = {"direct": [_result("add", 1, "direct", True), _result("mul", 1, "direct", False)]}
+    one = render_accuracy(by_mode, tasks=["add"], title="add: held-out accuracy")
+    assert one._suptitle is None and one.axes[0].get_title() == "add: held-out accuracy"
+    assert render_accuracy(by_mode, tasks=["mul"]).axes[0].get_title() == \
+        "mul: held-out accuracy (greedy)"
+    two = render_accuracy(by_mode)
+    assert two._suptitle.get_text() == "held-out accuracy (greedy)"
+    assert [ax.get_title() for ax in two.axes] == ["add", "mul"]

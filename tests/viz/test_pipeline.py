@@ -3,7 +3,13 @@
 import pytest
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from minir1.viz.pipeline import render_pipeline, render_rl_curves, render_stages, render_trace
+from minir1.viz.pipeline import (
+    render_pipeline,
+    render_rl_curves,
+    render_stages,
+    render_trace,
+    wrap_trace,
+)
 
 
 def test_pipeline_draws_every_stage_and_the_restart():
@@ -52,3 +58,24 @@ def test_trace_verdicts(correct, why, verdict):
               "why": why}
     texts = [t.get_text() for t in render_trace(record).axes[0].texts]
     assert texts[0].endswith(verdict) and texts[1] == record["completion"]
+
+
+def test_wrap_trace_never_cuts_a_tag_and_keeps_every_character():
+    text = "<think>7+9=16,4+8+1=13,3+5+1=9,check 936-579=357</think><answer>936</answer>" * 3
+    for width in (16, 20, 40, 95):
+        lines = wrap_trace(text, width)
+        assert "".join(lines) == text
+        assert all(len(line) <= width for line in lines)
+        for tag in ("<think>", "</think>", "<answer>", "</answer>"):
+            # every tag in the text is whole on some line
+            assert sum(line.count(tag) for line in lines) == text.count(tag), (width, tag)
+    assert wrap_trace("<think>1+2=3</think>", 40) == ["<think>1+2=3</think>"]
+    with pytest.raises(ValueError, match="width=4"):
+        wrap_trace(text, 4)
+
+
+def test_render_trace_draws_the_wrapped_lines():
+    record = {"question": "3+4", "answer": 7, "correct": True, "why": None,
+              "completion": "<think>" + "3+4=7," * 30 + "</think><answer>7</answer>"}
+    texts = [t.get_text() for t in render_trace(record, width=40).axes[0].texts]
+    assert texts[1:] == wrap_trace(record["completion"], 40)

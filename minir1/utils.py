@@ -70,8 +70,9 @@ def lazy_submodules(package: str, names: Sequence[str],
 
 
 
-# seconds between progress-bar updates written to a file or a pipe
+# seconds between progress-bar updates written to a file or a pipe, and drawn in a notebook
 PIPED_PROGRESS_INTERVAL = 5.0
+NOTEBOOK_PROGRESS_INTERVAL = 0.5
 
 
 def widgets_live() -> bool:
@@ -103,6 +104,8 @@ def progress_bar(iterable: Any = None, stream: Any = None, **kwargs: Any) -> Any
     postfixes with ``refresh=False``, or each one redraws the bar."""
     if widgets_live():
         tqdm = _notebook_bar()
+        # each redraw is a message to the browser and a re-render there: twice a second is enough
+        kwargs.setdefault("mininterval", NOTEBOOK_PROGRESS_INTERVAL)
     else:
         from tqdm.std import tqdm
     if stream is None:

@@ -89,3 +89,41 @@ def test_a_kernel_without_live_widgets_gets_a_text_bar_on_stdout(monkeypatch, ca
     list(bar)
     out = capsys.readouterr()
     assert "steps: 100%" in out.out and out.err == ""
+
+
+def test_a_notebook_bar_that_does_not_stay_leaves_an_empty_output(monkeypatch):
+    """A closed widget saved in a notebook reopens as "Error displaying widget: model not found":
+    a finished leave=False bar replaces its output by empty HTML; a failed bar stays."""
+    import IPython.display
+
+    import minir1.utils as utils
+
+    class Handle:
+        def __init__(self):
+            self.updates = []
+
+        def update(self, obj):
+            self.updates.append(obj)
+
+    handles = []
+
+    def display(obj, display_id=None, **kw):
+        handles.append(Handle())
+        return handles[-1]
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    monkeypatch.setattr(utils, "_in_kernel", lambda: True)
+    monkeypatch.setenv("MINIR1_WIDGETS", "1")
+    utils._notebook_bar.cache_clear()
+    try:
+        done = utils.progress_bar(range(3), leave=False)
+        assert done.mininterval == utils.NOTEBOOK_PROGRESS_INTERVAL
+        list(done)
+        (empty,) = handles[0].updates
+        assert isinstance(empty, IPython.display.HTML) and empty.data == ""
+        failed = utils.progress_bar(total=5, leave=False)
+        failed.update(2)
+        failed.close()
+        assert handles[1].updates == []  # tqdm keeps a bar that stopped early, in red
+    finally:
+        utils._notebook_bar.cache_clear()

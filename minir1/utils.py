@@ -102,7 +102,8 @@ def progress_bar(iterable: Any = None, stream: Any = None, **kwargs: Any) -> Any
     instead of one per step. In a kernel without live widgets (nbval, ``make notebooks``) the text
     goes to stdout: a saved lesson then shows the finished bar, not a widget frozen at 0%. Set
     postfixes with ``refresh=False``, or each one redraws the bar."""
-    if widgets_live():
+    live = widgets_live()
+    if live:
         tqdm = _notebook_bar()
         # each redraw is a message to the browser and a re-render there: twice a second is enough
         kwargs.setdefault("mininterval", NOTEBOOK_PROGRESS_INTERVAL)
@@ -110,7 +111,7 @@ def progress_bar(iterable: Any = None, stream: Any = None, **kwargs: Any) -> Any
         from tqdm.std import tqdm
     if stream is None:
         stream = sys.stdout if _in_kernel() else sys.stderr
-    if not widgets_live() and not stream.isatty() and "mininterval" not in kwargs:
+    if not live and not stream.isatty() and "mininterval" not in kwargs:
         kwargs["mininterval"] = PIPED_PROGRESS_INTERVAL
     return tqdm(iterable, file=stream, **kwargs)
 

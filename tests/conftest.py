@@ -5,6 +5,7 @@ import small_cfg``.
 """
 
 import shutil
+import socket
 
 import pytest
 import torch
@@ -72,6 +73,13 @@ TOK = Tokenizer()
 
 # a correct, well-formed completion of 936 = 357 + 579, digit by digit
 GOOD = "<think>7+9=16,4+8+1=13,3+5+1=9</think><answer>936</answer>"
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on now (a server's, in a test)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def small_cfg(**kw):

@@ -213,3 +213,20 @@ def test_every_package_docstring_maps_its_modules(package):
     doc = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text())) or ""
     modules = [p.stem for p in (PACKAGE / package).glob("*.py") if p.stem != "__init__"]
     assert [m for m in modules if f"``{m}``" not in doc] == []
+
+
+def test_no_library_module_imports_the_compiler():
+    # torch._dynamo costs ~2 s of start-up in every lesson, test process and CLI call; it loads
+    # when torch.compile is first used, not before (a decorator from torch.compiler once did it)
+    code = ("import importlib, pkgutil, sys\n"
+            "import minir1\n"
+            "names = ['minir1'] + [m.name for m in pkgutil.walk_packages(minir1.__path__,"
+            " 'minir1.') if not m.name.endswith('__main__')]\n"
+            "for name in names:\n"
+            "    importlib.import_module(name)\n"
+            "    if 'torch._dynamo' in sys.modules:\n"
+            "        print(name)\n"
+            "        break\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT).stdout
+    assert out == "", f"{out.strip()} imports torch._dynamo"

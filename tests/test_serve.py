@@ -3,7 +3,6 @@ on a free local port: its replies are ``Chat.ask``'s (the reference), streamed o
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,16 +17,11 @@ import uvicorn
 
 from minir1.chat import Chat, load_chat
 from minir1.serve import INSTALL, create_app, model_name
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "data" / "base-cpu"
 NAME = "base-cpu"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -63,11 +63,6 @@ def compute_dtype(weight: torch.Tensor) -> torch.dtype:
     return weight.dtype
 
 
-@torch.compiler.assume_constant_result  # read once when compiling, not traced
-def _cuda_major(index: int | None) -> int:
-    return torch.cuda.get_device_capability(index)[0]
-
-
 def grouped_support(device: torch.device, dtype: torch.dtype,
                     widths: tuple[int, ...]) -> str | None:
     """Why ``torch._grouped_mm`` cannot run these experts without a host sync here, or None if it
@@ -84,7 +79,9 @@ def grouped_support(device: torch.device, dtype: torch.dtype,
     if device.type == "cpu":
         return None
     if device.type == "cuda":
-        major = _cuda_major(device.index)
+        # get_device_properties: torch.compile folds it to a constant (get_device_capability it
+        # would trace, and marking that constant would import torch._dynamo with minir1: ~2 s)
+        major = torch.cuda.get_device_properties(device.index).major
         if dtype != torch.bfloat16 or major not in _CUDA_MAJORS:
             return (f"CUDA's grouped kernel needs bf16 on SM90/SM100 (here {dtype} on "
                     f"SM{major}x); torch's fallback reads the offsets on the host")

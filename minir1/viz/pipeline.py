@@ -124,22 +124,25 @@ def wrap_trace(text: str, width: int = 95) -> list[str]:
         raise ValueError(f"width={width}: must be at least the longest tag's length")
     lines: list[str] = []
     line: list[str] = []  # the current line's atoms
+    size = 0  # characters in ``line``
     soft = 0  # atoms in ``line`` up to its last good break
+    soft_size = 0  # characters in those atoms
     for atom in _ATOM.findall(text):
         if atom == "\n":
             lines.append("".join(line))
-            line, soft = [], 0
+            line, size, soft, soft_size = [], 0, 0, 0
             continue
-        if len("".join(line)) + len(atom) > width:
-            cut = soft if 2 * len("".join(line[:soft])) >= width else len(line)
+        if size + len(atom) > width:
+            cut, cut_size = (soft, soft_size) if 2 * soft_size >= width else (len(line), size)
             lines.append("".join(line[:cut]))
-            line = line[cut:]
-            soft = 0
+            line, size = line[cut:], size - cut_size
+            soft, soft_size = 0, 0
         if len(atom) > 1 and line:  # a break before a tag
-            soft = len(line)
+            soft, soft_size = len(line), size
         line.append(atom)
+        size += len(atom)
         if len(atom) > 1 or atom in _BREAK_AFTER:
-            soft = len(line)
+            soft, soft_size = len(line), size
     if line or not lines:
         lines.append("".join(line))
     return lines

@@ -23,12 +23,12 @@ import pytest
 
 from tests.browser.conftest import (
     ROOT,
-    free_port,
     screenshots,
     wait_for_http,
     widget_state_saving,
 )
 from tests.browser.lessons import needed_cells, widget_lessons
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.browser
 

@@ -42,7 +42,7 @@ nbtest: venv
 # Every widget lesson in JupyterLab in headless Chromium, live widgets on (tests/browser); skipped,
 # and said, where chromium and chromedriver are not installed (Debian: chromium chromium-driver).
 browser: venv
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -rs --durations=8 --browser tests/browser
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup -rs --durations=8 --browser tests/browser
 
 # `make lab ARGS="--port 8899 --no-browser"` passes options to JupyterLab. As root (most containers
 # and cloud notebooks) JupyterLab refuses to start without --allow-root: it is added, and said.

@@ -1,5 +1,5 @@
 """The GRPO trainer: sample a group per prompt, score it with the rule rewards, update against the
-stored old log-probabilities (R1 §2.2, DeepSeekMath Algorithm 1).
+old policy's log-probabilities (R1 §2.2, DeepSeekMath Algorithm 1).
 
 One step: ``prompts_per_step`` training problems, ``group_size`` samples each from the current
 policy (which is the "old" policy of this step), rewards ``accuracy + format_weight * format``,
@@ -37,6 +37,7 @@ from minir1.infer.generate import sample
 from minir1.model.transformer import Transformer
 from minir1.rl.grpo import AGGREGATIONS, SCALES, group_advantages, grpo_loss
 from minir1.train.log import MetricsLog
+from minir1.train.loop import mixed_precision
 from minir1.utils import progress_bar
 
 
@@ -213,15 +214,21 @@ class GRPOTrainer:
         mask, the loss statistics of each step)."""
         cfg, model = self.cfg, self.module
         adv = group_advantages(roll["rewards"], cfg.group_size, scale=cfg.adv_scale)
-        with torch.no_grad():
-            policy = self.model.eval()
-            old_lp, mask = completion_logprobs(policy, roll["prompts"], roll["completions"],
-                                               self.tok.pad_id)
-        adv = adv.to(old_lp.device)
-        with torch.no_grad():
+        # One optimiser step per rollout: pi_old is the policy that step starts from, so its
+        # log-probs are the step's own forward's, detached (ratio 1, DeepSeekMath Eq. 3's
+        # on-policy gradient), a forward saved; several steps need them from before the first.
+        on_policy = cfg.inner_updates == 1 and cfg.minibatches == 1
+        device = next(model.parameters()).device
+        old_lp = mask = None
+        with torch.no_grad(), mixed_precision(device):
+            if not on_policy:
+                policy = self.model.eval()
+                old_lp, mask = completion_logprobs(policy, roll["prompts"], roll["completions"],
+                                                   self.tok.pad_id)
             ref_lp = (completion_logprobs(self.ref, roll["prompts"], roll["completions"],
                                           self.tok.pad_id)[0]
                       if cfg.kl_beta > 0 else None)
+        adv = adv.to(device)
         model.train()
         n = len(roll["prompts"])
         size = n // cfg.minibatches
@@ -235,9 +242,13 @@ class GRPOTrainer:
                 idx = order[b * size:(b + 1) * size].tolist()
                 prompts = [roll["prompts"][i] for i in idx]
                 completions = [roll["completions"][i] for i in idx]
-                lp, m = completion_logprobs(model, prompts, completions, self.tok.pad_id,
-                                            self._padded_length(prompts, completions))
+                with mixed_precision(device):  # the log-probs themselves are fp32
+                    lp, m = completion_logprobs(model, prompts, completions, self.tok.pad_id,
+                                                self._padded_length(prompts, completions))
                 width = lp.shape[1]
+                if on_policy:  # in the rollout's order, for the step's metrics
+                    old_lp, mask = torch.zeros_like(lp), torch.zeros_like(m)
+                    old_lp[idx], mask[idx] = lp.detach(), m
                 s = grpo_loss(lp, old_lp[idx, :width],
                               None if ref_lp is None else ref_lp[idx, :width], adv[idx], m,
                               clip_eps=cfg.clip_eps, kl_beta=cfg.kl_beta,

@@ -95,6 +95,16 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(profile.device() if name == "auto" else name)
 
 
+def mixed_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on an accelerator (CUDA, and MPS where this torch supports it), the
+    weights, gradients and AdamW's state staying fp32 (V3 §3.3.1 keeps master weights and
+    optimiser states in higher precision); plain fp32 on a CPU."""
+    kind = device.type
+    if kind != "cpu" and torch.amp.is_autocast_available(kind):
+        return torch.autocast(kind, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
                    sharded: bool = False) -> torch.optim.AdamW:
     """AdamW, weight decay on matrices and embeddings only. ``sharded``: ``model`` went through
@@ -244,13 +254,7 @@ class Trainer:
         self.log.read(self.step)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on an accelerator (CUDA, and MPS where this torch supports it), the
-        weights, gradients and AdamW's state staying fp32 (V3 §3.3.1 keeps master weights and
-        optimiser states in higher precision); plain fp32 on a CPU."""
-        kind = self.device.type
-        if kind != "cpu" and torch.amp.is_autocast_available(kind):
-            return torch.autocast(kind, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return mixed_precision(self.device)
 
     def train_step(self, read: bool = True) -> dict[str, Any]:
         """One optimiser step (with gradient accumulation); returns its metrics.
@@ -361,5 +365,5 @@ class Trainer:
         return self.history
 
 
-__all__ = ["BatchStream", "TrainConfig", "Trainer", "lr_at", "make_optimizer", "pick_device",
-           "read_metrics", "step_loss", "target_counts"]
+__all__ = ["BatchStream", "TrainConfig", "Trainer", "lr_at", "make_optimizer", "mixed_precision",
+           "pick_device", "read_metrics", "step_loss", "target_counts"]

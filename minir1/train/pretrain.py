@@ -46,7 +46,7 @@ class PretrainRecipe:
 # One profile switch sizes the run (``MINIR1_PROFILE``); ``cpu`` is the documented base model
 # for the lessons.
 PRETRAIN_RECIPES = {
-    "ci": PretrainRecipe(steps=60, batch_size=16, n_docs=4_000, eval_n=10, eval_every=30),
+    "ci": PretrainRecipe(steps=60, batch_size=16, n_docs=4_000, eval_n=5, eval_every=30),
     "cpu": PretrainRecipe(),
     "gpu": PretrainRecipe(preset="small", steps=3000, batch_size=64, lr=1e-3, n_docs=400_000,
                           init_std=0.01),

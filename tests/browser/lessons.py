@@ -58,6 +58,21 @@ class _Reads(ast.NodeVisitor):
     def visit_Lambda(self, node: ast.Lambda) -> None:
         self._scope(node, node.args)
 
+    def _comprehension(self, node: ast.AST) -> None:
+        # its loop variables are its own; the first iterable is read outside it
+        first = node.generators[0]
+        self.visit(first.iter)
+        self.local.append({n.id for g in node.generators for n in ast.walk(g.target)
+                           if isinstance(n, ast.Name)})
+        for g in node.generators:
+            for part in ([] if g is first else [g.iter]) + g.ifs:
+                self.visit(part)
+        for part in (node.key, node.value) if isinstance(node, ast.DictComp) else (node.elt,):
+            self.visit(part)
+        self.local.pop()
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
+
 
 def bound_and_read(source: str) -> tuple[set[str], set[str]]:
     """(names a cell binds or changes, globals it reads); IPython magics and shell lines
@@ -91,11 +106,14 @@ def bound_and_read(source: str) -> tuple[set[str], set[str]]:
 
 
 def _outside_functions(node: ast.AST):
-    """``node`` and what it holds, except the bodies of the functions and lambdas in it."""
+    """``node`` and what it holds, except the bodies of the functions and lambdas in it and
+    the loop variables of its comprehensions."""
     yield node
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
         return
     for child in ast.iter_child_nodes(node):
+        if isinstance(node, ast.comprehension) and child is node.target:
+            continue  # a comprehension's loop variable is its own, not the cell's
         yield from _outside_functions(child)
 
 

@@ -3,7 +3,7 @@
 import json
 
 from tests.browser.lessons import bound_and_read, needed_cells, widget_lessons
-from tests.browser.test_widgets import NOTEBOOKS
+from tests.browser.test_widgets import DEFAULT_SECONDS, NOTEBOOKS, worker_groups
 
 
 def notebook(tmp_path, *sources):
@@ -46,3 +46,19 @@ def test_a_functions_own_names_are_not_global_reads():
                                  "g = lambda j: j + z")
     assert {"y", "z", "d"} <= read and not read & {"run", "x", "j", "a", "k"}
     assert bound == {"f", "g"}
+
+
+def test_a_comprehensions_loop_variable_is_its_own():
+    bound, read = bound_and_read("kept = [r['x'] for r in rows if r]\n"
+                                 "by = {k: v for k, v in d.items()}\nn = sum(x for x in xs)")
+    assert bound == {"kept", "by", "n"}
+    assert {"rows", "d", "xs"} <= read and not read & {"r", "k", "v", "x"}
+
+
+def test_the_two_workers_get_equal_shares_longest_first():
+    seconds = {"a": 100, "b": 90, "c": 60, "d": 30, "e": 20}
+    group = worker_groups([*seconds, "f"], seconds)  # "f": DEFAULT_SECONDS
+    assert group["a"] != group["b"]  # the two longest apart
+    load = {g: sum(seconds.get(t, DEFAULT_SECONDS) for t in group if group[t] == g)
+            for g in ("a", "b")}
+    assert sorted(load.values()) == [150, 168]

@@ -199,8 +199,38 @@ def ask_the_chat(driver, box) -> str:
     return before
 
 
+# ---------------------------------------------------------------------------------- schedule
+# Seconds each test takes in the ci profile with both workers busy on the README machine's two
+# cores (make browser --durations=0, AMD EPYC without AVX-512); a test not listed counts
+# DEFAULT_SECONDS. Most of it is the training the widgets show, and two lessons take a third of
+# the whole, so `make browser` (-n 2 --dist loadgroup) hands its two workers one fixed group each,
+# filled longest first into the emptier one: xdist's own balancing queues tests ahead, and both
+# long lessons could land on one worker.
+SECONDS = {"10_r1_pipeline.ipynb": 196, "07_pretraining.ipynb": 136, "12_scaling_up.ipynb": 89,
+           "05_multi_token_prediction.ipynb": 83, "09_r1_zero.ipynb": 71,
+           "11_distillation.ipynb": 64, "04_mixture_of_experts.ipynb": 49,
+           "01_tokens_and_tasks.ipynb": 34, "03_latent_attention.ipynb": 28, "reopen": 23,
+           "chat page": 5}
+DEFAULT_SECONDS = 18
+
+
+def worker_groups(tests: list[str], seconds: dict[str, float] = SECONDS) -> dict[str, str]:
+    """Each test's group ("a" or "b"): longest first into the group with less to do."""
+    load = {"a": 0.0, "b": 0.0}
+    group = {}
+    for test in sorted(tests, key=lambda t: -seconds.get(t, DEFAULT_SECONDS)):
+        group[test] = min(load, key=load.get)
+        load[group[test]] += seconds.get(test, DEFAULT_SECONDS)
+    return group
+
+
+LESSONS = widget_lessons(NOTEBOOKS)
+GROUP = worker_groups([*LESSONS, "reopen", "chat page"])
+
+
 # ------------------------------------------------------------------------------------- tests
-@pytest.mark.parametrize("name", widget_lessons(NOTEBOOKS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xdist_group(GROUP[n]))
+                                  for n in LESSONS])
 def test_every_widget_renders_and_redraws(browser, lab, name, request):
     with lesson(browser, lab, name, request.node.name):
         run_widget_cells(browser, name)
@@ -226,6 +256,7 @@ def test_every_widget_renders_and_redraws(browser, lab, name, request):
         assert_rendered(browser, name)
 
 
+@pytest.mark.xdist_group(GROUP["reopen"])
 def test_a_saved_lesson_reopens_with_its_figures(browser, lab, request):
     """Live widgets, saved and reopened with a new kernel: their figures come back from the saved
     widget state instead of 'Error displaying widget: model not found'."""
@@ -245,6 +276,7 @@ def test_a_saved_lesson_reopens_with_its_figures(browser, lab, request):
         assert_rendered(browser, name)
 
 
+@pytest.mark.xdist_group(GROUP["chat page"])
 def test_the_chat_page_streams_thinking_and_answer(browser):
     from selenium.webdriver.common.keys import Keys
 

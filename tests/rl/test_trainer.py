@@ -55,6 +55,37 @@ def test_a_short_run_logs_every_metric(tmp_path):
     assert (tmp_path / "grpo.jsonl").exists() and len(trainer.samples[1]) == 4
 
 
+@pytest.mark.parametrize("minibatches", [1, 2])
+def test_the_old_log_probs_are_the_policy_before_the_step(minibatches, monkeypatch):
+    # with one optimiser step per rollout they come from that step's own forward (one forward
+    # fewer), put back in the rollout's order; with several, from a forward before the first
+    import minir1.rl.trainer as trainer_module
+
+    calls = []
+    counted = trainer_module.completion_logprobs
+    monkeypatch.setattr(trainer_module, "completion_logprobs",
+                        lambda *a, **k: calls.append(1) or counted(*a, **k))
+    model = small_model()
+    before = small_model()
+    cfg = GRPOConfig(steps=1, prompts_per_step=2, group_size=4, max_new_tokens=16,
+                     minibatches=minibatches, kl_beta=0.04)
+    trainer = GRPOTrainer(model, TOK, cfg)
+    trainer.keep_groups = cfg.prompts_per_step  # every sample's log-probs in ``rollouts``
+    roll, rollout = {}, trainer.rollout
+    trainer.rollout = lambda: roll.update(rollout()) or roll
+    trainer.train_step()
+    # reference + the one update; or old + reference + the two updates
+    assert len(calls) == {1: 2, 2: 4}[minibatches]
+    kept = trainer.rollouts[1]
+    with torch.no_grad():
+        lp, _ = counted(before.eval(), roll["prompts"], roll["completions"], TOK.pad_id)
+    assert len(kept) == len(roll["prompts"])
+    for i, r in enumerate(kept):
+        assert r["tokens"] == roll["completions"][i]
+        torch.testing.assert_close(torch.tensor(r["logprobs"]), lp[i, : len(r["tokens"])],
+                                   rtol=1e-5, atol=1e-5)
+
+
 def test_groups_without_reward_variance_move_nothing():
     model = small_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -72,3 +103,27 @@ def test_config_errors_are_named():
         GRPOConfig(prompts_per_step=3, group_size=3, minibatches=2)
     with pytest.raises(ValueError, match="group_size"):
         GRPOConfig(group_size=1)
+
+
+def test_the_update_runs_under_the_trainers_mixed_precision(monkeypatch):
+    # on an accelerator every forward of the update is bf16 autocast (fp32 weights and AdamW
+    # state), as in pre-training; the CPU's own bf16 autocast stands in for a GPU's here
+    import contextlib
+
+    import minir1.rl.trainer as trainer_module
+
+    entered = []
+
+    @contextlib.contextmanager
+    def bf16(device):
+        entered.append(device.type)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            yield
+
+    monkeypatch.setattr(trainer_module, "mixed_precision", bf16)
+    model = small_model()
+    cfg = GRPOConfig(steps=1, prompts_per_step=2, group_size=4, max_new_tokens=12, kl_beta=0.04)
+    row = GRPOTrainer(model, TOK, cfg).train_step()
+    assert entered == ["cpu", "cpu"]  # the reference (and old) forwards, then the update's
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(torch.isfinite(torch.tensor(row[k])) for k in ("loss", "kl", "entropy"))

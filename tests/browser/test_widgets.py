@@ -200,8 +200,8 @@ def ask_the_chat(driver, box) -> str:
 
 
 # ---------------------------------------------------------------------------------- schedule
-# Seconds each test takes in the ci profile with both workers busy on the README machine's two
-# cores (make browser --durations=0, AMD EPYC without AVX-512); a test not listed counts
+# Seconds each test takes in the ci profile with both workers busy on two vCPUs (make browser
+# --durations=0 on an AMD EPYC without AVX-512); a test not listed counts
 # DEFAULT_SECONDS. Most of it is the training the widgets show, and two lessons take a third of
 # the whole, so `make browser` (-n 2 --dist loadgroup) hands its two workers one fixed group each,
 # filled longest first into the emptier one: xdist's own balancing queues tests ahead, and both

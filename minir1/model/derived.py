@@ -16,9 +16,21 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 _epochs = itertools.count(1)
 _frozen_epoch = 0  # inside ``frozen_weights``: the number of its outermost block; 0 outside
+# optimizer steps taken in this process: part of every cache key, because the fused AdamW kernel
+# updates parameters in place without bumping their version counters (torch 2.13, CPU)
+_optimizer_steps = 0
+
+
+def _count_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_step)
 
 
 @contextmanager
@@ -41,8 +53,10 @@ def derived_weight(module: nn.Module, name: str, build: Callable[[], Any],
 
     ``sources()`` lists the parameters ``build()`` reads. With gradients on, ``build()`` runs every
     call, so gradients reach them. Without (sampling, evaluation) the result is kept and rebuilt
-    only when a source changed: an optimizer step or ``load_state_dict`` bumps a tensor's version
-    counter, ``.to()`` changes its storage, dtype or device, and each misses the cache (inside
+    only when a source changed: any optimizer step (counted by a global step hook, since fused
+    kernels update in place without bumping version counters), an in-place update such as
+    ``load_state_dict`` bumps a tensor's version counter, ``.to()`` changes its storage, dtype or
+    device, and each misses the cache (inside
     ``frozen_weights`` the check runs once per block). Anything else ``build()`` reads must be part
     of ``name``. The cache is a plain attribute: it never enters the state dict.
     """
@@ -52,7 +66,8 @@ def derived_weight(module: nn.Module, name: str, build: Callable[[], Any],
     hit = cache.get(name)
     if _frozen_epoch and hit is not None and hit[2] == _frozen_epoch:
         return hit[1]
-    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in sources())
+    key = (_optimizer_steps,
+           *((p.data_ptr(), p._version, p.dtype, p.device) for p in sources()))
     if hit is None or hit[0] != key:
         with torch.no_grad():
             hit = (key, build(), _frozen_epoch)

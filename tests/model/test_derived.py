@@ -2,11 +2,13 @@
 
 import copy
 
+import pytest
 import torch
 
 from minir1 import Transformer
 from minir1.infer.generate import sample
 from minir1.model.derived import derived_weight, frozen_weights
+from minir1.train.loop import TrainConfig, make_optimizer
 from tests.conftest import small_cfg
 
 
@@ -54,14 +56,19 @@ def test_frozen_weights_checks_sources_once_per_block():
             torch.testing.assert_close(get(), lin.weight)  # a new block sees the change
 
 
-def test_sampling_after_a_training_step_uses_the_new_weights():
+@pytest.mark.parametrize("optimizer", ["sgd", "library"])
+def test_sampling_after_a_training_step_uses_the_new_weights(optimizer):
+    """The library's optimizer is fused AdamW, whose kernel updates the weights in place without
+    moving their version counters: lesson 07's in-process evaluation once scored a trained model
+    0% on every task (its stale step-250 weights) while the saved checkpoint scored 100%."""
     cfg = small_cfg(vocab_size=40)
     torch.manual_seed(0)
     model = Transformer(cfg)
     prompts = [[1, 5, 7], [1, 9]]
     kw = dict(temperature=1.0, generator=None)
     before = sample(model, prompts, 12, **{**kw, "generator": torch.Generator().manual_seed(3)})
-    opt = torch.optim.SGD(model.parameters(), lr=5.0)
+    opt = (torch.optim.SGD(model.parameters(), lr=5.0) if optimizer == "sgd"
+           else make_optimizer(model, TrainConfig(lr=0.05, warmup_steps=0)))
     x = torch.randint(0, cfg.vocab_size, (4, 16))
     model(x, x).loss.backward()
     opt.step()  # in-place updates: the cached folded and stacked weights are now stale

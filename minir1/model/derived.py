@@ -55,10 +55,10 @@ def derived_weight(module: nn.Module, name: str, build: Callable[[], Any],
     call, so gradients reach them. Without (sampling, evaluation) the result is kept and rebuilt
     only when a source changed: any optimizer step (counted by a global step hook, since fused
     kernels update in place without bumping version counters), an in-place update such as
-    ``load_state_dict`` bumps a tensor's version counter, ``.to()`` changes its storage, dtype or
-    device, and each misses the cache (inside
-    ``frozen_weights`` the check runs once per block). Anything else ``build()`` reads must be part
-    of ``name``. The cache is a plain attribute: it never enters the state dict.
+    ``load_state_dict`` (it bumps a tensor's version counter), or ``.to()`` (a new storage, dtype
+    or device) misses the cache (inside ``frozen_weights`` the check runs once per block).
+    Anything else ``build()`` reads must be part of ``name``. The cache is a plain attribute: it
+    never enters the state dict.
     """
     if torch.is_grad_enabled() and any(p.requires_grad for p in sources()):
         return build()

@@ -4,8 +4,13 @@ The helpers are plain functions and constants: a test module imports them, ``fro
 import small_cfg``.
 """
 
+import contextlib
+import importlib.util
 import shutil
 import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,3 +124,20 @@ def stream(batch_size=4, seq_len=48):
     docs = corpus_documents(CorpusConfig(), 200, seed=0)
     tokens, learned = pack_documents(TOK, docs)
     return PackedStream(tokens, batch_size, seq_len, seed=0, learned=learned)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def benchmark_module(name: str) -> Iterator:
+    """``benchmarks/NAME.py`` imported as a module (registered while in use: dataclasses look
+    their module up), for tests of a benchmark's own functions."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[name]

@@ -1,28 +1,21 @@
 """benchmarks/gpu_check.py: its dry run on the CPU (so the script cannot rot before a GPU runs it),
 its peak table and its verdicts."""
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, benchmark_module
+
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # its dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_module("gpu_check") as module:
         yield module
-    finally:
-        del sys.modules["gpu_check"]
 
 
 def test_the_dry_run_runs_every_section_and_writes_its_report(tmp_path):

@@ -183,10 +183,13 @@ class GRPOTrainer:
         prompts = [p for p in prompts for _ in range(cfg.group_size)]
         group_problems = [p for p in problems for _ in range(cfg.group_size)]
         room = self.model.cfg.max_seq_len - max(len(p) for p in prompts)
-        out = sample(self.model, prompts, min(cfg.max_new_tokens, room),
-                     temperature=cfg.temperature,
-                     stop_ids=[tok.token_id(ANSWER_CLOSE), tok.eos_id], pad_id=tok.pad_id,
-                     generator=self.generator)
+        # the rollout in the update's precision (bf16 autocast on an accelerator): sampling is
+        # most of a GRPO step's time, and the policy it samples is the one the update sees
+        with mixed_precision(next(self.model.parameters()).device):
+            out = sample(self.model, prompts, min(cfg.max_new_tokens, room),
+                         temperature=cfg.temperature,
+                         stop_ids=[tok.token_id(ANSWER_CLOSE), tok.eos_id], pad_id=tok.pad_id,
+                         generator=self.generator)
         completions = out.completions()
         texts = [tok.decode(c) for c in completions]
         acc = torch.tensor([accuracy_reward(t, p.answer)

@@ -80,13 +80,14 @@ def model_config(recipe: PretrainRecipe, tok: Tokenizer, **overrides: Any) -> Mo
 def pretrain(out: str | Path, recipe: PretrainRecipe | None = None,
              corpus: CorpusConfig | None = None, seed: int = 0, resume: bool = False,
              progress: bool = True, on_log: Callable[[dict[str, float]], None] | None = None,
+             eval_fn: Callable[[Transformer], dict[str, float]] | None = None,
              **model_overrides: Any) -> Trainer:
     """Pre-train a base model on the R1-Zero-ready corpus;
     saves ``out/checkpoint`` and ``out/eval.json``.
 
     Returns the trainer: ``trainer.history`` holds the metric rows (with the periodic held-out
-    checks of ``heldout_eval``) and ``trainer.results`` the final evaluation,
-    ``{mode: [EvalResult, ...]}``.
+    checks of ``heldout_eval``, or of ``eval_fn`` where given) and ``trainer.results`` the final
+    evaluation, ``{mode: [EvalResult, ...]}``.
 
     ``init_std``: V3 initialises with std 0.006 at width 7168. At width 128 that is a much smaller
     relative scale, and the attention heads that look up the question's digits form far later
@@ -103,8 +104,8 @@ def pretrain(out: str | Path, recipe: PretrainRecipe | None = None,
                       lr=recipe.lr, warmup_steps=recipe.warmup_steps,
                       log_every=max(1, recipe.steps // 50), eval_every=recipe.eval_every,
                       compile=recipe.compile, seed=seed)
-    check = (heldout_eval(tok, corpus, recipe.batch_size, recipe.seq_len, seed)
-             if recipe.eval_every else None)
+    check = eval_fn or (heldout_eval(tok, corpus, recipe.batch_size, recipe.seq_len, seed)
+                        if recipe.eval_every else None)
     trainer = Trainer(model, stream, cfg, out_dir=out, tokenizer=tok, eval_fn=check,
                       progress=progress, on_log=on_log)
     trainer.fit(resume=resume)

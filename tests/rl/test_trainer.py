@@ -105,9 +105,10 @@ def test_config_errors_are_named():
         GRPOConfig(group_size=1)
 
 
-def test_the_update_runs_under_the_trainers_mixed_precision(monkeypatch):
-    # on an accelerator every forward of the update is bf16 autocast (fp32 weights and AdamW
-    # state), as in pre-training; the CPU's own bf16 autocast stands in for a GPU's here
+def test_the_rollout_and_update_run_under_the_trainers_mixed_precision(monkeypatch):
+    # on an accelerator the rollout and every forward of the update are bf16 autocast (fp32
+    # weights and AdamW state), as in pre-training; the CPU's own bf16 autocast stands in for a
+    # GPU's here
     import contextlib
 
     import minir1.rl.trainer as trainer_module
@@ -124,6 +125,7 @@ def test_the_update_runs_under_the_trainers_mixed_precision(monkeypatch):
     model = small_model()
     cfg = GRPOConfig(steps=1, prompts_per_step=2, group_size=4, max_new_tokens=12, kl_beta=0.04)
     row = GRPOTrainer(model, TOK, cfg).train_step()
-    assert entered == ["cpu", "cpu"]  # the reference (and old) forwards, then the update's
+    # the rollout, the reference (and old) forwards, then the update's
+    assert entered == ["cpu", "cpu", "cpu"]
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(torch.isfinite(torch.tensor(row[k])) for k in ("loss", "kl", "entropy"))

@@ -172,3 +172,41 @@ def test_training_on_cuda_in_bf16_autocast_keeps_fp32_master_weights():
     assert all(p.dtype == torch.float32 and p.is_cuda for p in t.model.parameters())
     state = next(iter(t.optimizer.state.values()))
     assert state["exp_avg"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("device", [pytest.param("cpu", marks=pytest.mark.slow),
+                                    pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_the_compiled_bf16_step_is_one_graph_that_stops_recompiling(device, monkeypatch):
+    """``compile=True`` on the accelerator's path (bf16 autocast, the routed experts as one grouped
+    GEMM, so no host sync on the expert counts): no graph break, nothing compiled after the second
+    step, and the losses of the eager step within bf16 precision. A CPU runs the same path under
+    its own bf16 autocast with the grouped experts forced (several minutes to compile: slow)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from minir1.model.grouped import grouped_support
+    from minir1.model.moe import set_expert_impl
+
+    model = small_model()
+    w1 = model.moe_layers()[0].experts[0].w1.weight
+    if why := grouped_support(torch.device(device), torch.bfloat16, tuple(w1.shape)):
+        pytest.skip(why)
+    if device == "cpu":  # the trainer keeps a CPU in fp32; the test wants the accelerator's path
+        monkeypatch.setattr(Trainer, "_autocast",
+                            lambda self: torch.autocast("cpu", dtype=torch.bfloat16))
+    c = dict(steps=8, batch_size=4, seq_len=48, warmup_steps=2, device=device)
+    losses = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = small_model()
+        set_expert_impl(model, "grouped")
+        trainer = Trainer(model, stream(), TrainConfig(**c, compile=compiled), progress=False)
+        torch._dynamo.reset()
+        counters.clear()
+        losses[compiled] = [trainer.train_step()["loss"] for _ in range(2)]
+        graphs = counters["stats"]["unique_graphs"]
+        losses[compiled] += [trainer.train_step()["loss"] for _ in range(3)]
+    assert counters["graph_break"] == {}, dict(counters["graph_break"])
+    assert 1 <= graphs <= 2 and counters["stats"]["unique_graphs"] == graphs
+    for eager, comp in zip(losses[False], losses[True], strict=True):
+        assert abs(comp - eager) < 2e-2 * eager, (losses[False], losses[True])

@@ -93,8 +93,8 @@ def main() -> None:
                         help="minir1's routed experts: one call each, or grouped GEMMs "
                              "(minir1.model.grouped; auto = the loop on a CPU)")
     parser.add_argument("--breakdown", action="store_true",
-                        help="also profile minir1's step: time inside matrix multiplies vs "
-                             "everything else")
+                        help="also profile minir1's step: time by op family, and the "
+                             "matrix multiplies' own GFLOP/s")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -138,26 +138,57 @@ def main() -> None:
           f"{tokens * peak * 1e9 / flops:,.0f} tokens/s "
           f"= {med['transformers'] * peak * 1e9 / flops:.2f}x transformers")
     if args.breakdown:
-        breakdown(steps["minir1"], med["transformers"])
+        breakdown(steps["minir1"], peak, flops / peak / 1e6)
 
 
-def breakdown(step, hf_seconds: float, n: int = 3) -> None:
-    """Where minir1's step time goes: matrix multiplies (mm/bmm/addmm/linear kernels) against the
-    rest."""
+# Op families for ``--breakdown``: the first family whose pattern an aten op's name matches
+FAMILIES = [
+    ("matrix multiplies", ("aten::mm", "aten::bmm", "aten::addmm", "aten::_grouped_mm")),
+    ("attention (SDPA kernels)", ("scaled_dot_product",)),
+    ("MoE routing and dispatch", ("topk", "sort", "index_select", "index_add", "scatter",
+                                  "gather", "masked_fill", "sigmoid")),
+    ("copies and concatenation", ("aten::cat", "copy_", "clone", "contiguous", "stack")),
+    ("optimizer (fused AdamW)", ("adam",)),
+    ("loss (log-softmax, NLL)", ("softmax", "nll_loss", "cross_entropy")),
+    ("elementwise and reductions", ("mul", "add", "sub", "div", "pow", "silu", "sum", "mean",
+                                    "rsqrt", "neg", "sign", "fill_", "zero", "where", "exp")),
+]
+
+
+def family(op: str) -> str:
+    """The op family of an aten op name (``FAMILIES``); "other" for the rest (views, autograd's
+    bookkeeping, ...)."""
+    return next((name for name, keys in FAMILIES if any(k in op for k in keys)), "other")
+
+
+def breakdown(step, peak: float, floor_ms: float, n: int = 3) -> None:
+    """Where minir1's step time goes, by op family (each op's own time under the profiler), and
+    how fast its matrix multiplies run against the 1024^3 matmul peak."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(n):
             step()
-    events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events) / n / 1e3
-    matmul = sum(e.self_cpu_time_total for e in events
-                 if e.key in ("aten::mm", "aten::bmm", "aten::addmm")) / n / 1e3
-    budget = hf_seconds * 1e3 / 3
-    print(f"minir1 step under the profiler: {total:.1f} ms of op time per step "
-          f"(each op's wall time), of which matrix multiplies {matmul:.1f} ms "
-          f"({matmul / total:.0%}); a 3x-transformers step would have to finish in "
-          f"{budget:.1f} ms wall time")
+    ms: dict[str, float] = {}
+    for e in prof.key_averages():
+        if e.key.startswith("aten::"):
+            ms[family(e.key)] = ms.get(family(e.key), 0.0) + e.self_cpu_time_total / n / 1e3
+        else:  # autograd nodes, Python-side optimizer records: bookkeeping around the kernels
+            ms["other"] = ms.get("other", 0.0) + e.self_cpu_time_total / n / 1e3
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:  # FLOPs only
+        step()
+    mm_flops = sum(e.flops for e in prof.key_averages() if family(e.key) == "matrix multiplies")
+    total = sum(ms.values())
+    print(f"\nminir1's step by op family ({total:.1f} ms of op time per step under the "
+          f"profiler; floor {floor_ms:.1f} ms):")
+    print(f"{'family':<28} {'ms/step':>8} {'share':>6} {'x floor':>8}")
+    for name, t in sorted(ms.items(), key=lambda kv: -kv[1]):
+        print(f"{name:<28} {t:>8.1f} {t / total:>6.0%} {t / floor_ms:>8.2f}")
+    mm_ms = ms.get("matrix multiplies", 0.0)
+    rate = mm_flops / (mm_ms / 1e3) / 1e9 if mm_ms else 0.0
+    print(f"matrix multiplies: {mm_flops / 1e9:.3g} GFLOP per step at {rate:.0f} GFLOP/s "
+          f"({rate / peak:.0%} of the {peak:.0f} GFLOP/s peak): alone "
+          f"{mm_ms / floor_ms:.2f}x the floor")
 
 
 if __name__ == "__main__":

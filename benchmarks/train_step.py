@@ -171,11 +171,11 @@ def breakdown(step, peak: float, floor_ms: float, n: int = 3) -> None:
             step()
     ms: dict[str, float] = {}
     for e in prof.key_averages():
-        if e.key.startswith("aten::"):
-            ms[family(e.key)] = ms.get(family(e.key), 0.0) + e.self_cpu_time_total / n / 1e3
-        else:  # autograd nodes, Python-side optimizer records: bookkeeping around the kernels
-            ms["other"] = ms.get("other", 0.0) + e.self_cpu_time_total / n / 1e3
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:  # FLOPs only
+        # autograd nodes and Python-side optimizer records: bookkeeping around the kernels
+        name = family(e.key) if e.key.startswith("aten::") else "other"
+        ms[name] = ms.get(name, 0.0) + e.self_cpu_time_total / n / 1e3
+    # FLOPs from a separate pass: counting them records shapes, which inflates the op times
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
         step()
     mm_flops = sum(e.flops for e in prof.key_averages() if family(e.key) == "matrix multiplies")
     total = sum(ms.values())

@@ -157,6 +157,7 @@ def test_concurrent_clients_each_get_their_own_answer(client, chat):
 def slow(server, monkeypatch):
     """The server's engine, each decoding step 25 ms slower (a bigger model's pace)."""
     engine = server[1].state.engine
+    wait_idle(engine)  # an earlier test's closed stream ends on the server a moment later
     step = engine.step
 
     def slow_step(reply):
